@@ -1,0 +1,11 @@
+"""Datasets: TFDS when prepared, else data that installed packages ship."""
+from jaxthesis.data.sources import (
+    DATASETS,
+    SOURCES,
+    DataSourceError,
+    ImageSplit,
+    load_dataset,
+    load_mnist,
+    resolve_source,
+    tfds_is_prepared,
+)

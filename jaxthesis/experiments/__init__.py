@@ -1,0 +1,1 @@
+"""Experiments: configs, run(config) -> results, CLI commands, plots."""
