@@ -124,6 +124,8 @@ def load_domains(config: CMNISTConfig):
   else:
     train, held_out = load_mnist("train", "builtin"), load_mnist("test", "builtin")
     pool, test = (train.images, train.labels), (held_out.images, held_out.labels)
+  if config.quick:  # a smoke run: 1,000 training digits, 500 test digits
+    pool, test = (pool[0][:1000], pool[1][:1000]), (test[0][:500], test[1][:500])
   shuffle_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
   data = colored_mnist.make_colored_mnist(*pool, *test, shuffle_key=shuffle_key)
   return source, data
@@ -266,7 +268,7 @@ def plot(curves, metrics, out_dir: str, subtitle: str) -> list[str]:
   fig.savefig(paths[-1], dpi=120)
   plt.close(fig)
 
-  domains = sorted(k[:-5] for k in next(iter(metrics.values())) if k.startswith("train_")
+  domains = sorted(k[:-len("_acc_mean")] for k in next(iter(metrics.values())) if k.startswith("train_")
                    and k.endswith("_acc_mean") and k != "train_acc_mean")
   domains = [d for d in domains if d != "train"] + ["test"]
   fig, ax = plt.subplots(figsize=(9, 4))
