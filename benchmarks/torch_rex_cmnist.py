@@ -37,8 +37,8 @@ def train_vrex(train_pixels: np.ndarray, train_digits: np.ndarray, color_flips, 
                penalty_weight: float, anneal: int, label_noise: float = 0.25, seed: int = 0):
   """Trains `restarts` models one after another; returns final train accuracies."""
   torch.manual_seed(seed)
-  pixels = [torch.from_numpy(np.asarray(p)) for p in train_pixels]
-  digits = [torch.from_numpy(np.asarray(d)) for d in train_digits]
+  pixels = [torch.from_numpy(np.array(p)) for p in train_pixels]
+  digits = [torch.from_numpy(np.array(d)) for d in train_digits]
   accs = []
   for restart in range(restarts):
     gen = torch.Generator().manual_seed(seed * 1000 + restart)
