@@ -1,0 +1,137 @@
+"""MADE, the masked autoencoder used as the autoregressive conditioner of every flow.
+
+Germain et al. (2015): each unit gets a degree; a connection is kept only from lower or
+equal degrees (hidden layers) or strictly lower degrees (output layer), so output block t
+depends only on the inputs that precede t in the ordering -- the conditioner `c(x_{1:t-1})`
+of eq. 9.4 of the thesis, computed for every t in one pass.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxthesis import _checks
+from jaxthesis.typing import Array, PRNGKey
+
+ORDERINGS = ("natural", "reversed", "random")
+ACTIVATIONS = {"relu": nn.relu, "elu": nn.elu, "tanh": jnp.tanh, "gelu": nn.gelu}
+
+
+def make_ordering(kind: str, num_dims: int, key: Optional[PRNGKey] = None
+                  ) -> tuple[int, ...]:
+  """The order in which dimensions are generated, as a tuple of dimension indices.
+
+  Args:
+    kind: "natural" (0, 1, ..., D-1), "reversed" (D-1, ..., 0) or "random" (needs `key`).
+    num_dims: D >= 1.
+    key: PRNG key for "random".
+
+  Returns:
+    A permutation of range(D): element i is the dimension generated i-th.
+  """
+  _checks.check_choice("kind", kind, ORDERINGS)
+  if not isinstance(num_dims, (int, np.integer)) or num_dims < 1:
+    raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
+  if kind == "natural":
+    return tuple(range(num_dims))
+  if kind == "reversed":
+    return tuple(range(num_dims - 1, -1, -1))
+  if key is None:
+    raise ValueError("key is required for a 'random' ordering")
+  return tuple(int(i) for i in np.asarray(jax.random.permutation(key, num_dims)))
+
+
+def check_ordering(ordering: Sequence[int], num_dims: int) -> tuple[int, ...]:
+  """Validates that `ordering` is a permutation of range(num_dims) and returns it."""
+  ordering = tuple(int(i) for i in ordering)
+  if sorted(ordering) != list(range(num_dims)):
+    raise ValueError(f"ordering must be a permutation of range({num_dims}), got {ordering}")
+  return ordering
+
+
+def made_masks(num_dims: int, hidden_sizes: Sequence[int], num_params: int,
+               ordering: Sequence[int]) -> list[np.ndarray]:
+  """The 0/1 connectivity masks of MADE, one [fan_in, fan_out] matrix per layer.
+
+  Input dimension `ordering[i]` has degree i + 1. Hidden unit j of every layer has degree
+  `1 + j mod (D - 1)` (degree 0, context only, when D = 1). Hidden masks keep
+  `deg_in <= deg_out`; the output mask keeps `deg_in < deg_out`, where output column
+  `t * num_params + k` has the degree of input t. So output block t depends only on the
+  inputs generated before t.
+
+  Returns:
+    `len(hidden_sizes) + 1` float32 masks.
+  """
+  ordering = check_ordering(ordering, num_dims)
+  degrees_in = np.empty(num_dims, np.int64)
+  degrees_in[list(ordering)] = np.arange(1, num_dims + 1)
+  masks, prev = [], degrees_in
+  for width in hidden_sizes:
+    deg = (1 + np.arange(width) % (num_dims - 1)) if num_dims > 1 else np.zeros(width, np.int64)
+    masks.append((prev[:, None] <= deg[None, :]).astype(np.float32))
+    prev = deg
+  out_deg = np.repeat(degrees_in, num_params)
+  masks.append((prev[:, None] < out_deg[None, :]).astype(np.float32))
+  return masks
+
+
+class MADE(nn.Module):
+  """Masked autoencoder: `x [..., D] (+ context [..., C]) -> pseudo-parameters [..., D, K]`.
+
+  Attributes:
+    num_dims: D.
+    num_params: K, outputs per dimension.
+    hidden_sizes: widths of the masked hidden layers.
+    ordering: permutation of range(D); see `make_ordering`.
+    activation: one of "relu", "elu", "tanh", "gelu".
+    output_init_scale: the output kernel starts as a lecun-normal draw times this scale
+      and the output bias as a normal draw of this standard deviation, so the
+      pseudo-parameters (and the flow) start near zero (near the identity) while the units
+      of a transformer start distinct; 0 gives exactly zero outputs (exact identity, but
+      identical sigmoid units never separate).
+  """
+  num_dims: int
+  num_params: int
+  hidden_sizes: Sequence[int] = (64, 64)
+  ordering: Optional[Sequence[int]] = None
+  activation: str = "relu"
+  output_init_scale: float = 1e-2
+
+  @nn.compact
+  def __call__(self, x: Array, context: Optional[Array] = None) -> Array:
+    d, k = self.num_dims, self.num_params
+    if x.shape[-1:] != (d,):
+      raise ValueError(f"x must have shape [..., {d}], got {x.shape}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
+                       f"got {self.activation!r}")
+    ordering = tuple(range(d)) if self.ordering is None else self.ordering
+    masks = made_masks(d, tuple(self.hidden_sizes), k, ordering)
+    act = ACTIVATIONS[self.activation]
+    h = x
+    for l, mask in enumerate(masks):
+      last = l == len(masks) - 1
+      fan_in, fan_out = mask.shape
+      init = (nn.initializers.variance_scaling(self.output_init_scale ** 2, "fan_in",
+                                               "truncated_normal")
+              if last and self.output_init_scale > 0 else
+              nn.initializers.zeros if last else nn.initializers.lecun_normal())
+      kernel = self.param(f"kernel_{l}", init, (fan_in, fan_out), jnp.float32)
+      # The output bias is also drawn (at the output scale): it alone parameterizes the
+      # first dimension's transformer, whose sigmoid units would otherwise stay identical.
+      bias_init = (nn.initializers.normal(self.output_init_scale) if last else
+                   nn.initializers.zeros)
+      bias = self.param(f"bias_{l}", bias_init, (fan_out,), jnp.float32)
+      h = h @ (kernel * jnp.asarray(mask)) + bias
+      # The context feeds the first hidden layer and, directly, the output layer: the
+      # first dimension's block sees no hidden unit, only the context.
+      if context is not None and (l == 0 or last):
+        h = h + nn.Dense(fan_out, use_bias=False, name=f"context_{l}",
+                         kernel_init=(init if last else nn.initializers.lecun_normal()))(context)
+      if not last:
+        h = act(h)
+    return h.reshape(h.shape[:-1] + (d, k))

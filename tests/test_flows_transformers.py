@@ -1,0 +1,163 @@
+"""Contract suite: every registered transformer must pass these (chapter 9, eqs. 9.5-9.10)."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxthesis import flows
+
+# Registry entries with small widths so the suite stays fast; every registry name appears.
+CASES = {
+    "affine": {},
+    "iaf_gate": {},
+    "dsf": {"hidden_units": 4},
+    "ddsf": {"hidden_units": 4, "num_layers": 2},
+    "ddsf_cwn": {"hidden_units": 4, "num_layers": 3},
+}
+assert set(CASES) == set(flows.TRANSFORMERS)
+
+D = 5
+EXTREME_X = jnp.array([-1e4, -300.0, -25.0, 25.0, 1e4])
+
+
+def _setup(name, seed=0, scale=1.0):
+  t = flows.make_transformer(name, **CASES[name])
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  params = t.init(k1)
+  pseudo = scale * jax.random.normal(k2, (D, t.num_pseudo_params))
+  return t, params, pseudo
+
+
+@pytest.fixture(params=sorted(CASES))
+def name(request):
+  return request.param
+
+
+def test_identity_at_zero_pseudo_parameters(name):
+  t, params, _ = _setup(name)
+  # Exact for the affine maps; for the sigmoidal ones up to the squeeze, which moves y by
+  # about delta * exp(|x|) per layer (delta = 1e-6).
+  x = jnp.linspace(-4.0, 4.0, D)
+  y, log_det = t.forward_and_log_det(params, jnp.zeros((D, t.num_pseudo_params)), x)
+  if t.identity_at_zero:
+    np.testing.assert_allclose(y, x, atol=1e-4)
+    np.testing.assert_allclose(log_det, 0.0, atol=1e-4)
+  else:  # the IAF gate: y = sigmoid(gate_bias) x
+    np.testing.assert_allclose(y, jax.nn.sigmoid(3.0) * x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_log_det_matches_slogdet_of_jacobian(name, seed):
+  t, params, pseudo = _setup(name, seed)
+  x = 2.0 * jax.random.normal(jax.random.PRNGKey(seed + 10), (D,))
+  fn = lambda x: t.forward_and_log_det(params, pseudo, x)[0]
+  _, log_det = t.forward_and_log_det(params, pseudo, x)
+  sign, expected = jnp.linalg.slogdet(jax.jacfwd(fn)(x))
+  assert sign == 1.0
+  np.testing.assert_allclose(log_det.sum(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_extreme_inputs_finite_with_finite_gradients(name):
+  t, params, pseudo = _setup(name)
+  y, log_det = t.forward_and_log_det(params, pseudo, EXTREME_X)
+  assert jnp.all(jnp.isfinite(y)) and jnp.all(jnp.isfinite(log_det))
+  # Where the Jacobian is representable in float32, it agrees with autodiff.
+  fn = lambda x: t.forward_and_log_det(params, pseudo, x)[0]
+  direct = jnp.log(jnp.diag(jax.jacfwd(fn)(EXTREME_X)))
+  ok = jnp.isfinite(direct) & (direct > -80)
+  np.testing.assert_allclose(log_det[ok], direct[ok], rtol=1e-3, atol=1e-3)
+  # Training gradients (w.r.t. pseudo-parameters and x) of the log-likelihood stay finite.
+  loss = lambda ps, x: jnp.sum(t.forward_and_log_det(params, ps, x)[1]
+                               - 0.5 * t.forward_and_log_det(params, ps, x)[0] ** 2)
+  grads = jax.grad(loss, argnums=(0, 1))(pseudo, EXTREME_X)
+  assert all(jnp.all(jnp.isfinite(g)) for g in grads)
+
+
+def test_monotone_in_x_for_random_pseudo_parameters(name):
+  t, params, pseudo = _setup(name, seed=3, scale=2.0)
+  x = jnp.linspace(-30.0, 30.0, 2001)
+  y, log_det = jax.vmap(lambda x: t.forward_and_log_det(params, pseudo, x * jnp.ones(D)))(x)
+  assert jnp.all(jnp.isfinite(log_det))
+  assert jnp.all(jnp.diff(y, axis=0) >= 0.0)
+  # Strictly increasing wherever the predicted step exp(log dy/dx) dx exceeds float32
+  # resolution of y (in the saturated tails steps round to zero, never below it).
+  step = jnp.exp(log_det[:-1]) * (x[1] - x[0])
+  resolvable = step > 1e-5 * (1.0 + jnp.abs(y[:-1]))
+  assert resolvable.mean() > 0.2
+  assert jnp.all(jnp.where(resolvable, jnp.diff(y, axis=0) > 0.0, True))
+
+
+def test_inverse_round_trips(name):
+  t, params, pseudo = _setup(name, seed=4)
+  x = jnp.linspace(-8.0, 8.0, D)
+  y, _ = t.forward_and_log_det(params, pseudo, x)
+  np.testing.assert_allclose(jax.jit(t.inverse)(params, pseudo, y), x, atol=1e-4, rtol=1e-4)
+  # f(f^{-1}(y)) = y for |y| < 14 inside the transformer's image.
+  grid = jnp.linspace(-13.9, 13.9, 57)
+  lo = t.forward_and_log_det(params, pseudo, jnp.full(D, -1e4))[0]
+  hi = t.forward_and_log_det(params, pseudo, jnp.full(D, 1e4))[0]
+  ys = jnp.clip(grid[:, None], lo + 1e-2, hi - 1e-2)
+  inv = jax.jit(jax.vmap(lambda y: t.inverse(params, pseudo, y)))(ys)
+  back = jax.vmap(lambda x: t.forward_and_log_det(params, pseudo, x)[0])(inv)
+  np.testing.assert_allclose(back, ys, atol=1e-4)
+
+
+def test_inverse_jits_once(name):
+  t, params, pseudo = _setup(name)
+  chex.clear_trace_counter()
+  inverse = jax.jit(chex.assert_max_traces(t.inverse, n=1))
+  y = jnp.linspace(-3.0, 3.0, D)
+  inverse(params, pseudo, y)
+  inverse(params, pseudo, y + 1.0)
+
+
+def test_dsf_bracket_is_exact():
+  """The DSF inverse brackets the root between min_j and max_j of (logit p - b_j) / a_j."""
+  t = flows.dsf_transformer(hidden_units=8, num_bisection_steps=60)
+  pseudo = 3.0 * jax.random.normal(jax.random.PRNGKey(7), (64, t.num_pseudo_params))
+  y = jnp.linspace(-13.9, 13.9, 64)
+  x = t.inverse({}, pseudo, y)
+  np.testing.assert_allclose(t.forward_and_log_det({}, pseudo, x)[0], y, atol=1e-4)
+
+
+def test_dsf_with_one_unit_is_affine_in_logit_space():
+  t = flows.dsf_transformer(hidden_units=1, delta=1e-6)
+  pseudo = jnp.array([[0.0, 0.7, 0.0]])  # a = 1, b = 0.7
+  y, log_det = t.forward_and_log_det({}, pseudo, jnp.array([0.3]))
+  np.testing.assert_allclose(y, [1.0], atol=1e-5)
+  np.testing.assert_allclose(log_det, [0.0], atol=1e-5)
+
+
+def test_ddsf_with_one_layer_equals_dsf():
+  dsf = flows.dsf_transformer(hidden_units=3)
+  ddsf = flows.ddsf_transformer(hidden_units=3, num_layers=1)
+  raw = jax.random.normal(jax.random.PRNGKey(2), (4, ddsf.num_pseudo_params))
+  # DDSF layout per layer: a [3], b [3], u [3 x 1], w [1 x 3]; u is a softmax over 1 input.
+  dsf_pseudo = jnp.concatenate([raw[:, :6], raw[:, 9:]], axis=-1)
+  x = jnp.array([-2.0, -0.1, 0.5, 3.0])
+  np.testing.assert_allclose(ddsf.forward_and_log_det({}, raw, x),
+                             dsf.forward_and_log_det({}, dsf_pseudo, x), rtol=1e-5, atol=1e-6)
+
+
+def test_cwn_emits_order_d_pseudo_parameters():
+  d = 16
+  full = flows.ddsf_transformer(hidden_units=d, num_layers=2)
+  cwn = flows.ddsf_transformer(hidden_units=d, num_layers=2, conditional_weight_norm=True)
+  assert cwn.num_pseudo_params <= 8 * d < full.num_pseudo_params
+  params = cwn.init(jax.random.PRNGKey(0))
+  assert params["u"][1].shape == (d, d) and params["w"][0].shape == (d, d)
+
+
+def test_registry_and_argument_validation():
+  with pytest.raises(ValueError, match="transformer name"):
+    flows.make_transformer("spline")
+  with pytest.raises(ValueError, match="hidden_units"):
+    flows.dsf_transformer(hidden_units=0)
+  with pytest.raises(ValueError, match="delta"):
+    flows.ddsf_transformer(delta=2.0)
+  t = flows.dsf_transformer(hidden_units=2)
+  with pytest.raises(ValueError, match="pseudo"):
+    flows.transformers.check_transformer_inputs(t, jnp.zeros((3, 5)), jnp.zeros(3))
+  with pytest.raises(TypeError, match="x must be a floating"):
+    flows.transformers.check_transformer_inputs(t, jnp.zeros((3, 6)), jnp.zeros(3, jnp.int32))

@@ -1,0 +1,43 @@
+"""The `jaxthesis naf` commands: argument handling and a tiny end-to-end run."""
+import json
+import os
+
+import pytest
+
+from jaxthesis import cli
+from jaxthesis.experiments import naf_common as nc
+
+
+def test_commands_registered_and_bad_arguments_rejected(capsys):
+  parser = cli.build_parser()
+  args = parser.parse_args(["naf", "grid", "--quick", "--models", "dsf"])
+  assert args.models == ("dsf",) and callable(args.func)
+  with pytest.raises(SystemExit):
+    parser.parse_args(["naf", "grid", "--models", "spline"])
+  assert "unknown 'spline'" in capsys.readouterr().err
+  assert cli.main(["naf", "grid", "--quick", "--modes", "1"]) == 2
+  assert "--modes" in capsys.readouterr().err
+
+
+def test_sine_quick_writes_results(tmp_path, capsys):
+  out = str(tmp_path / "sine")
+  assert cli.main(["naf", "sine", "--quick", "--no-progress", "--steps", "20",
+                   "--out", out]) == 0
+  with open(os.path.join(out, "results.json")) as f:
+    results = json.load(f)
+  assert results["experiment"] == "naf sine"
+  assert set(results["metrics"]["mode_mass"]) == {"0.0", "0.6", "1.2", "1.8"}
+  assert os.path.exists(os.path.join(out, "sine_posterior.png"))
+  assert "posterior mass" in capsys.readouterr().out
+
+
+def test_energies_match_their_definitions():
+  import jax.numpy as jnp
+  z = jnp.array([[2.0, 0.0], [0.0, 1.0]])
+  # U1 at radius 2 on the x axis: 0.5 * 0 - log(exp(0) + exp(-0.5 (4/0.6)^2)).
+  assert abs(float(nc.ENERGIES["u1"](z)[0]) + float(jnp.log1p(jnp.exp(-0.5 * (4 / 0.6) ** 2)))) < 1e-5
+  # U2 at z1 = 0 (w1 = 0): 0.5 (z2 / 0.4)^2.
+  assert abs(float(nc.ENERGIES["u2"](z)[1]) - 0.5 * (1 / 0.4) ** 2) < 1e-5
+  grid = nc.GaussianGrid(2)
+  assert grid.centers.shape == (4, 2)
+  assert abs(nc.log_normalizer(lambda z: 0.5 * (z ** 2).sum(-1)) - float(jnp.log(2 * jnp.pi))) < 1e-3
