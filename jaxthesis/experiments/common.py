@@ -93,40 +93,31 @@ class Stopwatch:
 # ------------------------------------------------------------------- argparse types
 
 
-def positive_int(name: str):
-  def parse(text: str) -> int:
+def _bounded(name: str, cast, kind: str, minimum: float):
+  """An argparse type: `cast(text)`, finite and >= minimum, with errors naming the option."""
+  def parse(text: str):
     try:
-      value = int(text)
+      value = cast(text)
     except ValueError:
-      raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-    if value < 1:
-      raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value}")
+      raise argparse.ArgumentTypeError(f"{name} must be {kind}, got {text!r}") from None
+    if not math.isfinite(value) or value < minimum:
+      raise argparse.ArgumentTypeError(f"{name} must be a finite number >= {minimum:g}, "
+                                       f"got {text}" if cast is float else
+                                       f"{name} must be >= {minimum:g}, got {value}")
     return value
   return parse
+
+
+def positive_int(name: str):
+  return _bounded(name, int, "an integer", 1)
 
 
 def nonnegative_int(name: str):
-  def parse(text: str) -> int:
-    try:
-      value = int(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-    if value < 0:
-      raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {value}")
-    return value
-  return parse
+  return _bounded(name, int, "an integer", 0)
 
 
 def nonnegative_float(name: str):
-  def parse(text: str) -> float:
-    try:
-      value = float(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-      raise argparse.ArgumentTypeError(f"{name} must be a finite number >= 0, got {text}")
-    return value
-  return parse
+  return _bounded(name, float, "a number", 0.0)
 
 
 def name_list(name: str, allowed: Sequence[str]):
