@@ -194,6 +194,17 @@ def run(config: CMNISTConfig) -> dict[str, Any]:
         f"noise protocol: {noise}{' (default for ' + source + ' data)' if config.noise is None else ''}; "
         f"devices: {jax.device_count()} × {jax.devices()[0].platform}", file=sys.stderr)
   metrics, curves = {}, {}
+  results = {
+      "experiment": "rex/cmnist", "data": source, "noise": noise,
+      "config": {**dataclasses.asdict(config), "noise": noise,
+                 "hparams": {m: dataclasses.asdict(method_hparams(m, config.quick))
+                             for m in config.methods}},
+      "metrics": metrics,
+      "reference": {"source": "thesis Table 5.II (full MNIST, fixed noise)",
+                    **{m: {k: {"mean": v[0], "std": v[1]} for k, v in TABLE_5_II[m].items()}
+                       for m in config.methods if m in TABLE_5_II}},
+      "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
+  }
   for method in config.methods:
     trained = train_method(method, config, data, noise)
     history = trained["history"]
@@ -207,22 +218,13 @@ def run(config: CMNISTConfig) -> dict[str, Any]:
     m = metrics[method]
     print(f"  {METHOD_NAMES[method]:17s} train {common.pm(m['train_acc_mean'], m['train_acc_std'])}"
           f"  test {common.pm(m['test_acc_mean'], m['test_acc_std'])}", file=sys.stderr)
-  results = {
-      "experiment": "rex/cmnist", "data": source, "noise": noise,
-      "config": {**dataclasses.asdict(config), "noise": noise,
-                 "hparams": {m: dataclasses.asdict(method_hparams(m, config.quick))
-                             for m in config.methods}},
-      "metrics": metrics,
-      "reference": {"source": "thesis Table 5.II (full MNIST, fixed noise)",
-                    **{m: {k: {"mean": v[0], "std": v[1]} for k, v in TABLE_5_II[m].items()}
-                       for m in config.methods if m in TABLE_5_II}},
-      "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
-  }
-  results["wall_seconds"] = clock()
-  common.write_results(config.out, experiment=results["experiment"], data=source,
-                       config=results["config"], metrics=metrics,
-                       reference=results["reference"], wall_seconds=results["wall_seconds"],
-                       noise=noise, devices=results["devices"])
+    # Written after every method, so a long run that is stopped keeps what it finished.
+    results["wall_seconds"] = clock()
+    common.write_results(config.out, experiment=results["experiment"], data=source,
+                         config=results["config"], metrics=metrics,
+                         reference=results["reference"], wall_seconds=results["wall_seconds"],
+                         noise=noise, devices=results["devices"],
+                         complete=len(metrics) == len(config.methods))
   if config.plots:
     results["plots"] = plot(curves, metrics, config.out, f"{source} data, {noise} noise")
   return results
