@@ -1,4 +1,6 @@
 """MADE (the conditioner c(x_{1:t-1}) of eq. 9.4): autoregressive structure and init."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,9 +8,14 @@ import pytest
 
 from jaxthesis import flows
 
+# XLA's CPU backend at optimization level 0 compiles about twice as fast, same results.
+_jit = functools.partial(jax.jit, compiler_options={
+    "xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
 
-@pytest.mark.parametrize("kind", ["natural", "reversed", "random"])
-@pytest.mark.parametrize("hidden_sizes", [(), (12,), (10, 7)])
+
+# Every ordering and every depth (none, one, two hidden layers) appears at least once.
+@pytest.mark.parametrize("kind,hidden_sizes", [("natural", (12,)), ("reversed", (10, 7)),
+                                               ("random", ()), ("random", (12,))])
 def test_jacobian_strictly_triangular_under_ordering(kind, hidden_sizes):
   d, k = 5, 3
   ordering = flows.make_ordering(kind, d, jax.random.PRNGKey(3))
@@ -16,7 +23,7 @@ def test_jacobian_strictly_triangular_under_ordering(kind, hidden_sizes):
                     activation="tanh", output_init_scale=1.0)
   params = made.init(jax.random.PRNGKey(0), jnp.zeros(d))
   x = jax.random.normal(jax.random.PRNGKey(1), (d,))
-  jac = jax.jacfwd(lambda x: made.apply(params, x))(x)  # [D, K, D]
+  jac = _jit(jax.jacfwd(lambda x: made.apply(params, x)))(x)  # [D, K, D]
   assert jac.shape == (d, k, d)
   order = np.asarray(ordering)
   dependence = np.abs(np.asarray(jac)).max(axis=1)[order][:, order]  # by generation order
@@ -37,7 +44,7 @@ def test_output_starts_near_zero_and_context_enters():
   # The first dimension's block sees the context only.
   big = flows.MADE(num_dims=3, num_params=4, hidden_sizes=(8,), output_init_scale=1.0)
   p = big.init(jax.random.PRNGKey(0), x[0], c[0])
-  dc = jax.jacfwd(lambda c: big.apply(p, x[0], c))(c[0])
+  dc = _jit(jax.jacfwd(lambda c: big.apply(p, x[0], c)))(c[0])
   assert float(jnp.abs(dc[0]).max()) > 0.0
 
 
