@@ -7,7 +7,15 @@ import importlib
 from jaxthesis.experiments import common
 
 # Further `rex` commands live in their own experiment modules, each with add_commands().
-_EXTRA_MODULES = ("jaxthesis.experiments.rex_sem", "jaxthesis.experiments.rex_toy")
+_EXTRA_MODULES = (
+    "jaxthesis.experiments.rex_shift",
+    "jaxthesis.experiments.rex_riskplane",
+    "jaxthesis.experiments.rex_sem",
+    "jaxthesis.experiments.rex_toy",
+    "jaxthesis.experiments.rex_waterfall",
+    "jaxthesis.experiments.rex_search",
+    "jaxthesis.experiments.rex_selection",
+)
 
 
 def _cmnist(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """Risk Extrapolation (thesis chapter 5): objectives, Colored MNIST, domain training."""
-from jaxthesis.rex import colored_mnist
+from jaxthesis.rex import colored_mnist, covariate_shift, search, selection, sem, sweeps, toy
 from jaxthesis.rex.objectives import (
     GroupDROState,
     binary_cross_entropy,

@@ -1,0 +1,202 @@
+"""`jaxthesis rex risk-plane`: V-REx flattens the "risk plane" on Colored MNIST (Fig 5.2).
+
+Trains V-REx with β ∈ {0, 1, 10, 100, 1000, 10000} (eq 5.8; the per-domain-mean
+objective of `jaxthesis.rex.train` uses penalty weight β/m) as one program, then scores
+every model on domains whose P(Y=0 | colour=red) sweeps [0, 1]. The domains share the
+test digits, the label noise and one uniform draw u per example (colour flipped iff
+u < e), so each model's accuracy and risk are exactly linear in P(Y=0 | red) = 1 - e:
+a line, whose slope is what V-REx flattens. Training domains (P = 0.8 and 0.9) are the
+dots.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+from jaxthesis.experiments import common, rex_runs
+
+BETAS = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RiskPlaneConfig:
+  betas: tuple[float, ...] = BETAS
+  grid: int = 11                  # P(Y=0 | red) values in [0, 1]
+  restarts: int = 1
+  hidden: Optional[int] = None
+  noise: Optional[str] = None
+  data: str = "auto"
+  data_dir: Optional[str] = None
+  seed: int = 0
+  out: str = "runs/rex_risk_plane"
+  quick: bool = False
+  progress: bool = True
+  plots: bool = True
+
+  def validate(self) -> None:
+    if not self.betas or any(b < 0 for b in self.betas):
+      raise common.UsageError(f"--betas must be numbers >= 0, got {self.betas}")
+    if self.grid < 2:
+      raise common.UsageError(f"--grid must be >= 2, got {self.grid}")
+    if self.restarts < 1:
+      raise common.UsageError(f"--restarts must be >= 1, got {self.restarts}")
+
+
+def get_config(quick: bool = False, **overrides: Any) -> RiskPlaneConfig:
+  base = RiskPlaneConfig(hidden=32, quick=True, grid=5) if quick else RiskPlaneConfig()
+  return dataclasses.replace(base, **overrides)
+
+
+def sweep_eval_sampler(flips):
+  """An `EvalSampler`: the two training domains' fixed draws and the test digits at each
+  colour-flip rate in `flips`, with common random numbers across rates."""
+  import jax
+  import jax.numpy as jnp
+  from jaxthesis.rex import colored_mnist
+
+  flips = tuple(float(f) for f in flips)
+
+  def sample(key, data):
+    x, y = colored_mnist.color_domains(key, data)
+    sets = {f"train_{e}": (x[e], y[e], data.train_mask[e]) for e in range(y.shape[0])}
+    noise_key, color_key = jax.random.split(jax.random.fold_in(key, 1))
+    n = data.test_digits.shape[0]
+    labels = (data.test_digits < 5).astype(jnp.float32)
+    labels = jnp.abs(labels - jax.random.bernoulli(noise_key, data.label_noise, (n,)))
+    u = jax.random.uniform(color_key, (n,))
+    for i, flip in enumerate(flips):
+      colors = jnp.abs(labels - (u < flip))
+      xs = jnp.concatenate([data.test_pixels * (colors == 0)[:, None],
+                            data.test_pixels * (colors == 1)[:, None]], axis=-1)
+      sets[f"sweep_{i}"] = (xs, labels)
+    return sets
+
+  return sample
+
+
+def run(config: RiskPlaneConfig) -> dict[str, Any]:
+  config.validate()
+  clock = common.Stopwatch()
+  import jax
+  from jaxthesis import engine
+  from jaxthesis.rex import colored_mnist, train
+
+  source, data = rex_runs.load_cmnist(config.data, config.data_dir, config.seed)
+  noise = rex_runs.resolve_noise(config.noise, source)
+  hp = rex_runs.method_hparams("vrex", config.quick, config.hidden)
+  p_red = np.linspace(0.0, 1.0, config.grid)          # P(Y=0 | red) of each swept domain
+  flips = 1.0 - p_red
+  m = int(data.train_digits.shape[0])
+  betas = np.repeat(np.asarray(config.betas, np.float32), config.restarts)
+  task = train.make_domain_task("vrex", hidden=hp.hidden, input_dim=392, num_domains=m,
+                                sample_train=colored_mnist.sample_train_domains,
+                                sample_eval=sweep_eval_sampler(flips),
+                                population=(noise == "population"))
+  hparams = train.domain_hparams(len(betas), learning_rate=hp.learning_rate,
+                                 l2_weight=hp.l2_weight, penalty_weight=betas / m,
+                                 penalty_anneal_iters=hp.penalty_anneal_iters)
+  rex_runs.log(f"risk plane on {source} data, {noise} noise: V-REx β ∈ {list(config.betas)} "
+               f"× {config.restarts} restarts, width {hp.hidden}, {hp.steps} steps")
+  runner = engine.Runner(task, hp.steps, eval_every=hp.steps, chunk_size=max(1, hp.steps // 5),
+                         progress=config.progress, description=f"V-REx ({len(betas)} β)")
+  result = runner.run(jax.random.split(jax.random.PRNGKey(config.seed), len(betas)), hparams, data)
+  final = {k: v[:, -1].reshape(len(config.betas), config.restarts)
+           for k, v in result.history.evals.items()}
+  train_p = (1.0 - np.asarray(data.train_color_flip)).tolist()
+  metrics = {}
+  for b, beta in enumerate(config.betas):
+    acc = np.stack([final[f"sweep_{i}_acc"][b] for i in range(config.grid)], -1).mean(0)
+    risk = np.stack([final[f"sweep_{i}_nll"][b] for i in range(config.grid)], -1).mean(0)
+    metrics[f"{beta:g}"] = {
+        "beta": beta, "p_red": p_red.tolist(), "acc": (100 * acc).tolist(), "risk": risk.tolist(),
+        "risk_slope": float(risk[-1] - risk[0]),   # risk(P=1) - risk(P=0)
+        "acc_range": float(100 * (acc.max() - acc.min())),
+        "train_p_red": train_p,
+        "train_acc": [float(100 * final[f"train_{e}_acc"][b].mean()) for e in range(m)],
+        "train_risk": [float(final[f"train_{e}_nll"][b].mean()) for e in range(m)],
+        "test_acc": float(100 * np.interp(0.1, p_red, acc)),
+        "worst_train_risk": float(max(final[f"train_{e}_nll"][b].mean() for e in range(m)))}
+  results = {
+      "experiment": "rex/risk-plane", "data": source, "noise": noise, "out": config.out,
+      "config": {**dataclasses.asdict(config), "noise": noise, "hparams": dataclasses.asdict(hp)},
+      "metrics": metrics,
+      "reference": {"source": "thesis Fig 5.2 (plot only)",
+                    "expected": "larger β gives a flatter risk line (smaller |slope|) and more "
+                                "even accuracy across P(Y=0|red); β=100 has the best worst-case "
+                                "training risk"},
+      "devices": rex_runs.devices()}
+  results["wall_seconds"] = clock()
+  common.write_results(config.out, experiment=results["experiment"], data=source,
+                       config=results["config"], metrics=metrics, reference=results["reference"],
+                       wall_seconds=results["wall_seconds"], noise=noise,
+                       devices=results["devices"])
+  results["plots"] = plot(results) if config.plots else []
+  return results
+
+
+def table(results: dict[str, Any]) -> str:
+  rows = []
+  for m in results["metrics"].values():
+    rows.append([f"{m['beta']:g}", f"{m['acc'][0]:.1f}", f"{m['acc'][-1]:.1f}",
+                 f"{m['acc_range']:.1f}", f"{m['risk'][0]:.3f}", f"{m['risk'][-1]:.3f}",
+                 f"{m['risk_slope']:+.3f}",
+                 " / ".join(f"{a:.1f}" for a in m["train_acc"]),
+                 f"{m['worst_train_risk']:.3f}", f"{m['test_acc']:.1f}"])
+  head = (f"Risk plane of V-REx on Colored MNIST ({results['data']} data, {results['noise']} "
+          f"noise): accuracy % and risk on domains with P(Y=0|red) from 0 to 1\n"
+          f"thesis Fig 5.2: {results['reference']['expected']}")
+  return head + "\n" + common.format_table(
+      ["β", "acc P=0", "acc P=1", "acc range", "risk P=0", "risk P=1", "risk slope",
+       "train acc (P=.8/.9)", "worst train risk", "test acc (P=.1)"], rows)
+
+
+def plot(results: dict[str, Any]) -> list[str]:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for m in results["metrics"].values():
+    line, = axes[0].plot(m["p_red"], m["acc"], label=f"β = {m['beta']:g}")
+    axes[0].scatter(m["train_p_red"], m["train_acc"], color=line.get_color(), zorder=3)
+    axes[1].plot(m["p_red"], m["risk"], color=line.get_color())
+    axes[1].scatter(m["train_p_red"], m["train_risk"], color=line.get_color(), zorder=3)
+  for ax, label in zip(axes, ("accuracy (%)", "risk (cross-entropy)")):
+    ax.set_xlabel("P(Y = 0 | color = red)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle(f"V-REx risk plane ({results['data']}, {results['noise']} noise) — cf. thesis "
+               "Fig 5.2; dots: training domains", fontsize=9)
+  fig.tight_layout()
+  path = os.path.join(results["out"], "risk_plane.png")
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return [path]
+
+
+def risk_plane_command(args) -> int:
+  overrides = {k: v for k, v in (("betas", args.betas), ("restarts", args.restarts),
+                                 ("hidden", args.hidden)) if v is not None}
+  config = get_config(args.quick, seed=args.seed, out=args.out, progress=not args.no_progress,
+                      data=args.data, data_dir=args.data_dir, noise=args.noise, **overrides)
+  results = run(config)
+  print(table(results))
+  print(rex_runs.summary_line(results, results["plots"]))
+  return 0
+
+
+def add_commands(subparsers) -> None:
+  p = subparsers.add_parser(
+      "risk-plane", help="V-REx risk plane on Colored MNIST for several β (Fig 5.2)",
+      description="Trains V-REx for each β as one program and plots accuracy and risk on "
+                  "domains with P(Y=0|red) swept over [0, 1], training domains as dots.")
+  p.add_argument("--betas", type=rex_runs.positive_float_list("--betas"), default=None,
+                 help="comma-separated V-REx β of eq 5.8 (default 0,1,10,100,1000,10000)")
+  p.add_argument("--restarts", type=common.positive_int("--restarts"), default=None,
+                 help="restarts per β (default 1)")
+  rex_runs.add_sweep_args(p, "runs/rex_risk_plane", noise_default="population")
+  p.set_defaults(func=risk_plane_command)

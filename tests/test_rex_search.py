@@ -1,0 +1,181 @@
+"""Random search and model selection (appendix 11.1.9.1, thesis 5.4.3): batching is exact."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxthesis import engine
+from jaxthesis.rex import search, selection, sweeps
+
+D_IN, WIDTH, LIMIT = 6, 8, 16
+
+
+def _tiny_domains(key, num_datasets=2, m=2, n=12):
+  """Stacked toy datasets `[D, m, n, d]`: labels from a linear rule plus a domain shift."""
+  kx, kw = jax.random.split(key)
+  x = jax.random.normal(kx, (num_datasets, m, n, D_IN))
+  w = jax.random.normal(kw, (D_IN,))
+  shift = jnp.arange(m, dtype=jnp.float32)[None, :, None, None]
+  y = ((x + shift) @ w > 0).astype(jnp.float32)
+  return {"x": x + shift, "y": y, "mask": jnp.ones(y.shape)}
+
+
+def _sample_train(key, data):
+  return data["x"] + 0.1 * jax.random.normal(key, data["x"].shape), data["y"], data["mask"]
+
+
+def _sample_eval(key, data):
+  m, n = data["y"].shape
+  return {"train": (data["x"].reshape(m * n, -1), data["y"].reshape(m * n)),
+          "domain_1": (data["x"][1], data["y"][1], data["mask"][1])}
+
+
+def _task(method, width=WIDTH):
+  return search.make_search_task(method, width=width, width_limit=LIMIT, input_dim=D_IN,
+                                 num_domains=2, sample_train=_sample_train,
+                                 sample_eval=_sample_eval, population=True)
+
+
+@pytest.mark.parametrize("method", ["vrex", "irm"])
+def test_configurations_batched_equal_one_by_one(method):
+  """Widths, step counts, rates, penalties and datasets vmapped on the restart axis give
+  what a Python loop over configurations (one jitted step at a time) gives."""
+  data = _tiny_domains(jax.random.PRNGKey(0))
+  configs = {"hidden": np.array([3, 8, 5, 6], np.int32),
+             "learning_rate": np.array([1e-2, 3e-2, 2e-2, 5e-3]),
+             "l2_weight": np.array([1e-3, 0.0, 1e-2, 1e-4]),
+             "penalty_weight": np.array([10.0, 100.0, 1.0, 1e3]),
+             "penalty_anneal_iters": np.array([2, 0, 5, 3], np.int32)}
+  steps = np.array([6, 4, 7, 5], np.int32)
+  index = np.array([0, 1, 1, 0], np.int32)
+  hp = search.search_hparams(configs)
+  keys = jax.random.split(jax.random.PRNGKey(1), 4)
+  batched_task = sweeps.index_data(sweeps.with_step_limit(_task(method)))
+  runner = engine.Runner(batched_task, int(steps.max()), eval_every=100, progress=False)
+  batched = runner.run(
+      keys, sweeps.indexed_hparams(sweeps.step_limited_hparams(hp, steps), index, 2), data)
+
+  task = _task(method)
+  step, evaluate = jax.jit(task.step), jax.jit(task.evaluate)
+  for r in range(4):  # the reference: each configuration alone, on its own dataset
+    hp_r = jax.tree_util.tree_map(lambda a: a[r], hp)
+    data_r = jax.tree_util.tree_map(lambda a: a[index[r]], data)
+    state = task.init(keys[r], hp_r, data_r)
+    for t in range(steps[r]):
+      state, losses, _ = step(state, t, jax.random.fold_in(keys[r], t), hp_r, data_r)
+      np.testing.assert_allclose(batched.history.losses["loss"][r, t], losses["loss"], rtol=2e-5)
+    for name, value in evaluate(state, hp_r, data_r).items():
+      np.testing.assert_allclose(batched.history.evals[name][r, -1], value, atol=1e-6)
+    for got, want in zip(jax.tree_util.tree_leaves(batched.state.params),
+                         jax.tree_util.tree_leaves(state.params)):
+      np.testing.assert_allclose(got[r], want, rtol=2e-5, atol=1e-6)
+  # Frozen restarts did not move after their own last step.
+  np.testing.assert_array_equal(batched.history.metrics["active"].sum(1), steps)
+
+
+def test_masked_init_is_width_consistent():
+  key = jax.random.PRNGKey(2)
+  wide = search.masked_mlp_init(key, D_IN, 16, 5, width_limit=LIMIT)
+  narrow = search.masked_mlp_init(key, D_IN, 5, 5, width_limit=LIMIT)
+  slices = [(slice(None), slice(0, 5)), (slice(0, 5), slice(0, 5)), (slice(0, 5), slice(None))]
+  for (w_wide, b_wide), (w_narrow, _), sl in zip(wide, narrow, slices):
+    np.testing.assert_array_equal(w_wide[sl], w_narrow)
+    assert float(jnp.abs(w_wide).sum() - jnp.abs(w_wide[sl]).sum()) == 0.0  # padding is zero
+    np.testing.assert_array_equal(b_wide, 0.0)
+  # Xavier-uniform scale of the true widths: |W1| <= √(6 / (d + h)).
+  assert float(jnp.abs(narrow[0][0]).max()) <= np.sqrt(6 / (D_IN + 5)) + 1e-6
+
+
+def test_padded_network_trains_like_the_narrow_one():
+  """Masked units get zero gradient, so under Adam + L2 the padded net is the narrow one."""
+  key, data_key = jax.random.split(jax.random.PRNGKey(3))
+  x = jax.random.normal(data_key, (20, D_IN))
+  y = (x[:, 0] > 0).astype(jnp.float32)
+  opt = optax.adam(5e-2)
+
+  def train(width):
+    params = search.masked_mlp_init(key, D_IN, width, 5, width_limit=LIMIT)
+
+    def loss(p):
+      logits = search.masked_mlp_apply(p, x, 5)
+      l2 = 1e-2 * sum(jnp.sum(q ** 2) for q in jax.tree_util.tree_leaves(p))
+      return jnp.mean(jnp.logaddexp(0.0, logits) - y * logits) + l2
+
+    def body(_, carry):
+      p, s = carry
+      updates, s = opt.update(jax.grad(loss)(p), s, p)
+      return optax.apply_updates(p, updates), s
+
+    params, _ = jax.lax.fori_loop(0, 10, body, (params, opt.init(params)))
+    return params, search.masked_mlp_apply(params, x, 5)
+
+  wide, wide_logits = jax.jit(lambda: train(16))()
+  narrow, narrow_logits = jax.jit(lambda: train(5))()
+  np.testing.assert_allclose(wide_logits, narrow_logits, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(wide[1][0][:5, :5], narrow[1][0], rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(wide[1][0][5:], 0.0)
+  np.testing.assert_array_equal(wide[0][1][5:], 0.0)
+
+
+def test_sample_configs_ranges_and_log_uniformity():
+  space = search.THESIS_SPACE
+  c = search.sample_configs(jax.random.PRNGKey(4), 4000, space)
+  assert c["hidden"].min() >= 128 and c["hidden"].max() <= 4096
+  assert 1e-4 <= c["l2_weight"].min() and c["l2_weight"].max() <= 1e-2
+  assert 10 ** -4.3 <= c["learning_rate"].min() * (1 + 1e-6)
+  assert c["learning_rate"].max() <= 10 ** -2.8 * (1 + 1e-6)
+  assert c["penalty_anneal_iters"].min() >= 50 and c["penalty_anneal_iters"].max() <= 250
+  assert c["steps"].min() >= 201 and c["steps"].max() <= 601
+  # Log-uniform: half of the widths lie below the geometric midpoint 2^9.5 (±4σ).
+  frac = np.mean(c["hidden"] < 2 ** 9.5)
+  assert abs(frac - 0.5) < 4 * np.sqrt(0.25 / 4000)
+  frac = np.mean(c["penalty_weight"] < 1e4)
+  assert abs(frac - 0.5) < 4 * np.sqrt(0.25 / 4000)
+  with pytest.raises(ValueError, match="num must be"):
+    search.sample_configs(jax.random.PRNGKey(0), 0)
+
+
+def test_buckets_cover_every_width_with_bounded_waste():
+  hidden = np.arange(1, 5000, dtype=np.int32)
+  width = search.bucket_width(hidden, per_octave=2)
+  assert np.all(width >= hidden)
+  assert np.all(width <= np.ceil(np.sqrt(2) * hidden) + 1)
+  groups = search.group_by_bucket(np.array([128, 129, 181, 200, 4096], np.int32))
+  assert sorted(np.concatenate(list(groups.values()))) == [0, 1, 2, 3, 4]
+  assert list(groups) == [128, 182, 256, 4096]
+  with pytest.raises(ValueError, match="hidden must hold positive ints"):
+    search.bucket_width(np.array([0]))
+
+
+def test_satisfactory():
+  train = np.array([0.7, 0.6, 0.4, 0.9])
+  test = np.array([0.6, 0.65, 0.3, 0.5])
+  np.testing.assert_array_equal(search.satisfactory(train, test), [True, False, False, False])
+
+
+def test_selection_rules_pick_the_maximum():
+  # 3 configurations, 2 trials, 2 checkpoints.
+  val = np.array([[[0.6, 0.7], [0.5, 0.5]],
+                  [[0.8, 0.65], [0.55, np.nan]],
+                  [[0.1, 0.2], [0.9, 0.3]]])
+  test = np.arange(12.0).reshape(3, 2, 2)
+  picked = selection.training_domain_validation(val, test)
+  np.testing.assert_array_equal(picked.config, [1, 2])
+  np.testing.assert_array_equal(picked.checkpoint, [0, 0])
+  np.testing.assert_array_equal(picked.accuracy, [test[1, 0, 0], test[2, 1, 0]])
+  last = selection.oracle(val[..., -1], test[..., -1])
+  np.testing.assert_array_equal(last.config, [0, 0])  # trial 1: [0.5, nan, 0.3]
+  with pytest.raises(ValueError, match="report must have the shape"):
+    selection.select_best(val, test[:2])
+
+
+def test_holdout_masks_are_an_exact_disjoint_split():
+  mask = np.ones((2, 50), np.float32)
+  mask[1, 40:] = 0
+  inside, out = selection.holdout_masks(jax.random.PRNGKey(5), mask, 0.2)
+  inside, out = np.asarray(inside), np.asarray(out)
+  np.testing.assert_array_equal(out.sum(1), [10, 8])
+  np.testing.assert_array_equal(inside + out, mask)
+  with pytest.raises(ValueError, match="fraction"):
+    selection.holdout_masks(jax.random.PRNGKey(0), mask, 1.0)
