@@ -128,13 +128,7 @@ def run(config: RiskPlaneConfig) -> dict[str, Any]:
                                 "even accuracy across P(Y=0|red); β=100 has the best worst-case "
                                 "training risk"},
       "devices": rex_runs.devices()}
-  results["wall_seconds"] = clock()
-  common.write_results(config.out, experiment=results["experiment"], data=source,
-                       config=results["config"], metrics=metrics, reference=results["reference"],
-                       wall_seconds=results["wall_seconds"], noise=noise,
-                       devices=results["devices"])
-  results["plots"] = plot(results) if config.plots else []
-  return results
+  return rex_runs.finish(results, clock, config.out, plot if config.plots else None)
 
 
 def table(results: dict[str, Any]) -> str:

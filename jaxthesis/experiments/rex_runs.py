@@ -26,6 +26,18 @@ def load_cmnist(data: str, data_dir: Optional[str], seed: int):
   return rex_cmnist.load_domains(config)
 
 
+def finish(results: dict[str, Any], clock: common.Stopwatch, out: str,
+           plot=None) -> dict[str, Any]:
+  """Stamps the wall time, writes results.json (every other key of `results` rides along)
+  and draws the plots; returns `results` with its "plots" list."""
+  results["wall_seconds"] = clock()
+  core = ("experiment", "data", "config", "metrics", "reference", "wall_seconds")
+  extra = {k: v for k, v in results.items() if k not in core + ("out", "plots")}
+  common.write_results(out, **{k: results[k] for k in core}, **extra)
+  results["plots"] = plot(results) if plot is not None else []
+  return results
+
+
 def resolve_noise(noise: Optional[str], source: str, default_builtin: str = "population") -> str:
   """The noise protocol: as asked, else `default_builtin` on built-in data, fixed on TFDS."""
   if noise is not None:

@@ -170,13 +170,7 @@ def run(config: SearchConfig) -> dict[str, Any]:
                                 "for IRMv1 (IRMv1: none at the smallest p); for p > 0.5 IRMv1 "
                                 "can have more"},
       "devices": rex_runs.devices()}
-  results["wall_seconds"] = clock()
-  common.write_results(config.out, experiment=results["experiment"], data=source,
-                       config=results["config"], metrics=metrics, reference=results["reference"],
-                       wall_seconds=results["wall_seconds"], noise=noise, levels=results["levels"],
-                       configs=results["configs"], devices=results["devices"])
-  results["plots"] = plot(results) if config.plots else []
-  return results
+  return rex_runs.finish(results, clock, config.out, plot if config.plots else None)
 
 
 def table(results: dict[str, Any]) -> str:

@@ -184,13 +184,7 @@ def run(config: SelectionConfig) -> dict[str, Any]:
                                 "domain; the oracle's higher numbers come from test-domain "
                                 "tuning"},
       "devices": rex_runs.devices()}
-  results["wall_seconds"] = clock()
-  common.write_results(config.out, experiment="rex/selection", data=source,
-                       config=results["config"], metrics=metrics, reference=results["reference"],
-                       wall_seconds=results["wall_seconds"], noise=noise,
-                       configs=results["configs"], devices=results["devices"])
-  results["plots"] = plot(results) if config.plots else []
-  return results
+  return rex_runs.finish(results, clock, config.out, plot if config.plots else None)
 
 
 def table(results: dict[str, Any]) -> str:

@@ -123,13 +123,7 @@ def run(config: ShiftConfig) -> dict[str, Any]:
                     "expected": "V-REx test accuracy >= IRMv1's at small p; ERM far below "
                                 "both; all converge as p -> 1 (no covariate shift)"},
       "devices": rex_runs.devices()}
-  results["wall_seconds"] = clock()
-  common.write_results(config.out, experiment=results["experiment"], data=source,
-                       config=results["config"], metrics=metrics, reference=results["reference"],
-                       wall_seconds=results["wall_seconds"], noise=noise, levels=results["levels"],
-                       devices=results["devices"])
-  results["plots"] = plot(results) if config.plots else []
-  return results
+  return rex_runs.finish(results, clock, config.out, plot if config.plots else None)
 
 
 def table(results: dict[str, Any]) -> str:

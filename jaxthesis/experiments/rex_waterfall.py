@@ -147,13 +147,7 @@ def run(config: WaterfallConfig) -> dict[str, Any]:
                                 "thesis); grayscale accuracy keeps improving while train/test "
                                 "sit at ~85/15%"},
       "devices": rex_runs.devices()}
-  results["wall_seconds"] = clock()
-  common.write_results(config.out, experiment=results["experiment"], data=source,
-                       config=results["config"], metrics=metrics, reference=results["reference"],
-                       wall_seconds=results["wall_seconds"], noise=noise,
-                       devices=results["devices"])
-  results["plots"] = plot(results) if config.plots else []
-  return results
+  return rex_runs.finish(results, clock, config.out, plot if config.plots else None)
 
 
 def table(results: dict[str, Any]) -> str:
