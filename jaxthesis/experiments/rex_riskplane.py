@@ -177,10 +177,7 @@ def risk_plane_command(args) -> int:
                                  ("hidden", args.hidden)) if v is not None}
   config = get_config(args.quick, seed=args.seed, out=args.out, progress=not args.no_progress,
                       data=args.data, data_dir=args.data_dir, noise=args.noise, **overrides)
-  results = run(config)
-  print(table(results))
-  print(rex_runs.summary_line(results, results["plots"]))
-  return 0
+  return rex_runs.run_and_report(run, table, config)
 
 
 def add_commands(subparsers) -> None:

@@ -100,6 +100,22 @@ def devices() -> str:
   return f"{jax.device_count()} x {jax.devices()[0].platform}"
 
 
+def run_and_report(run, table, config) -> int:
+  """The tail of every sweep command: run, print the table and where results went."""
+  results = run(config)
+  print(table(results))
+  print(summary_line(results, results["plots"]))
+  return 0
+
+
+def search_space(config):
+  """The thesis's search space with a config's hidden-size, step and anneal ranges."""
+  from jaxthesis.rex import search
+  return dataclasses.replace(search.THESIS_SPACE, log2_hidden=tuple(config.log2_hidden),
+                             steps=tuple(config.steps),
+                             penalty_anneal_iters=tuple(config.penalty_anneal_iters))
+
+
 def summary_line(results: dict[str, Any], plots: list[str]) -> str:
   return (f"wrote {results['out']}/results.json and {', '.join(plots)} "
           f"in {results['wall_seconds']:.0f} s")

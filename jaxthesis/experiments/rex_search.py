@@ -54,10 +54,7 @@ class SearchConfig:
   plots: bool = True
 
   def space(self):
-    from jaxthesis.rex import search
-    return dataclasses.replace(search.THESIS_SPACE, log2_hidden=tuple(self.log2_hidden),
-                               steps=tuple(self.steps),
-                               penalty_anneal_iters=tuple(self.penalty_anneal_iters))
+    return rex_runs.search_space(self)
 
   def validate(self) -> None:
     from jaxthesis.rex import covariate_shift as cs
@@ -246,10 +243,7 @@ def search_command(args) -> int:
   config = get_config(args.quick, variant=args.variant, seed=args.seed, out=args.out,
                       progress=not args.no_progress, data=args.data, data_dir=args.data_dir,
                       noise=args.noise, **overrides)
-  results = run(config)
-  print(table(results))
-  print(rex_runs.summary_line(results, results["plots"]))
-  return 0
+  return rex_runs.run_and_report(run, table, config)
 
 
 def add_commands(subparsers) -> None:

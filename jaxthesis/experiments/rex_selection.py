@@ -58,10 +58,7 @@ class SelectionConfig:
   plots: bool = True
 
   def space(self):
-    from jaxthesis.rex import search
-    return dataclasses.replace(search.THESIS_SPACE, log2_hidden=tuple(self.log2_hidden),
-                               steps=tuple(self.steps),
-                               penalty_anneal_iters=tuple(self.penalty_anneal_iters))
+    return rex_runs.search_space(self)
 
   def validate(self) -> None:
     unknown = [m for m in self.methods if m not in METHODS]
@@ -237,10 +234,7 @@ def selection_command(args) -> int:
                                  ("eval_every", args.eval_every)) if v is not None}
   config = get_config(args.quick, seed=args.seed, out=args.out, progress=not args.no_progress,
                       data=args.data, data_dir=args.data_dir, noise=args.noise, **overrides)
-  results = run(config)
-  print(table(results))
-  print(rex_runs.summary_line(results, results["plots"]))
-  return 0
+  return rex_runs.run_and_report(run, table, config)
 
 
 def add_commands(subparsers) -> None:

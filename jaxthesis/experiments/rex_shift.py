@@ -182,10 +182,7 @@ def covariate_shift_command(args) -> int:
                       **{k: v for k, v in (("levels", args.levels), ("methods", args.methods),
                                            ("restarts", args.restarts), ("hidden", args.hidden))
                          if v is not None})
-  results = run(config)
-  print(table(results))
-  print(rex_runs.summary_line(results, results["plots"]))
-  return 0
+  return rex_runs.run_and_report(run, table, config)
 
 
 def add_commands(subparsers) -> None:

@@ -213,10 +213,7 @@ def waterfall_command(args) -> int:
     overrides["anneal_steps"] = tuple(range(0, top + 1, stride))
   config = get_config(args.quick, seed=args.seed, out=args.out, progress=not args.no_progress,
                       data=args.data, data_dir=args.data_dir, noise=args.noise, **overrides)
-  results = run(config)
-  print(table(results))
-  print(rex_runs.summary_line(results, results["plots"]))
-  return 0
+  return rex_runs.run_and_report(run, table, config)
 
 
 def add_commands(subparsers) -> None:
