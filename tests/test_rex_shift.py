@@ -55,16 +55,19 @@ def test_digit_imbalance_rates():
   assert _binomial_ok(kept < 5, 0.5)
 
 
-def test_color_imbalance_rates():
+@pytest.mark.parametrize("green_rate", cs.COLOR_VARIANTS)
+def test_color_imbalance_rates(green_rate):
   n, rate, flip = 40_000, 0.3 / 1.3, 0.2
   digits = jax.random.randint(jax.random.PRNGKey(4), (n,), 0, 10)
   pixels = jnp.ones((n, colored_mnist.NUM_PIXELS))
-  x, y = cs.color_four_channels(jax.random.PRNGKey(5), pixels, digits, flip, rate)
+  x, y = cs.color_four_channels(jax.random.PRNGKey(5), pixels, digits, flip, rate,
+                                green_rate=green_rate)
   blocks = np.asarray(x).reshape(n, 4, -1)[..., 0]      # [n, (R1, R2, G1, G2)]
   np.testing.assert_array_equal(blocks.sum(1), 1.0)     # exactly one channel carries the digit
   red, green = blocks[:, :2].sum(1) == 1, blocks[:, 2:].sum(1) == 1
   assert _binomial_ok(blocks[red, 0] == 1, rate)          # P(R1 | red) = p'
-  assert _binomial_ok(blocks[green, 2] == 1, 1 - rate)    # P(G1 | green) = 1 - p'
+  # P(G1 | green) = 1 - p' (the issue's reading) or p' (the thesis's, 5.4.1).
+  assert _binomial_ok(blocks[green, 2] == 1, 1 - rate if green_rate == "color" else rate)
   y = np.asarray(y)
   color = green.astype(np.float32)                        # colour 1 = green
   assert _binomial_ok(color != y, flip)                   # colour flip
@@ -89,7 +92,7 @@ def test_shift_levels_stack_and_keep_the_right_digits(variant):
       assert not np.isin(kept, (0, 5)).any()
       assert not np.isin(np.asarray(level.test_digits)[np.asarray(level.test_mask) > 0],
                          (0, 5)).any()
-    if variant == "color":
+    if variant in cs.COLOR_VARIANTS:
       np.testing.assert_array_equal(mask.sum(1), 60)  # nothing removed
   x, y, mask = cs.train_sampler(variant)(jax.random.PRNGKey(8), levels[0])
   assert x.shape[-1] == cs.input_dim(variant)
@@ -114,6 +117,9 @@ def test_make_shifted_cmnist_validates():
     cs.make_shifted_cmnist(jax.random.PRNGKey(0), data, "shape", 0.5)
   with pytest.raises(ValueError, match="train_size"):
     cs.make_shifted_cmnist(jax.random.PRNGKey(0), data, "color", 0.5, train_size=3)
+  with pytest.raises(ValueError, match="green_rate"):
+    cs.color_four_channels(jax.random.PRNGKey(0), jnp.ones((2, 196)), jnp.zeros(2, jnp.int32),
+                           0.1, 0.5, green_rate="blue")
   with pytest.raises(TypeError, match="ColoredMNIST"):
     cs.make_shifted_cmnist(jax.random.PRNGKey(0), {"x": 1}, "class", 0.5)
 

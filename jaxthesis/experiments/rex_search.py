@@ -31,7 +31,8 @@ NAMES = {"erm": "ERM", "irm": "IRMv1", "vrex": "V-REx", "mmrex": "MM-REx"}
 # Thesis 5.4.1: share of the 340 configurations better than chance at the smallest p.
 THESIS_SUCCESS = {"class": {"p": 0.1, "vrex": 4.4, "irm": 0.0},
                   "digit": {"p": 0.1, "vrex": 23.7, "irm": 0.0},
-                  "color": {"p": 0.2, "vrex": 2.0, "irm": 0.0}}
+                  "color": {"p": 0.2, "vrex": 2.0, "irm": 0.0},
+                  "color-thesis": {"p": 0.2, "vrex": 2.0, "irm": 0.0}}
 
 
 @dataclasses.dataclass(frozen=True)

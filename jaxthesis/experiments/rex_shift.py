@@ -20,7 +20,8 @@ DEFAULT_METHODS = ("erm", "irm", "vrex", "mmrex")
 NAMES = {"erm": "ERM", "irm": "IRMv1", "vrex": "V-REx", "mmrex": "MM-REx",
          "grayscale": "Grayscale"}
 FIGURE = {"class": "Fig 5.4 left / 11.5 left", "digit": "Fig 5.4 centre / 11.5 centre",
-          "color": "Fig 5.4 right / 11.5 right"}
+          "color": "Fig 5.4 right / 11.5 right",
+          "color-thesis": "Fig 5.4 right / 11.5 right"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,8 +10,13 @@ shift level p ∈ [0, 1] (p = 1: no imbalance; p = 0: disjoint supports), traini
 * ``digit``: digits 0 and 5 removed; keep {1, 2, 6, 7} with probability p' and
   {3, 4, 8, 9} with probability 1 - p' (a shift in shape only, P(Y) balanced);
 * ``color``: four channels [R1, R2, G1, G2]; a red digit goes in R1 with probability p'
-  (else R2), a green digit in G1 with probability 1 - p' (else G2). A shift in the
-  colour feature only; the grayscale model sums the four channels.
+  (else R2), a green digit in G1 with probability 1 - p' (else G2), as the issue that
+  specified this module reads. A shift in the colour feature only; the grayscale model
+  sums the four channels.
+* ``color-thesis``: the same four channels with the thesis's wording of 5.4.1,
+  p = P(R1 | Red) = P(G1 | Green): green goes in G1 with probability p' (else G2).
+  The two readings differ only in which green channel carries the rate; both shift
+  P(X) in the colour feature alone.
 
 Colour 0 (the first block of `colored_mnist.color_digits`) is called red, colour 1 green.
 Label noise and colour flips are those of standard Colored MNIST.
@@ -34,7 +39,8 @@ from jaxthesis.rex import colored_mnist
 from jaxthesis.rex.colored_mnist import NUM_PIXELS, ColoredMNIST
 from jaxthesis.typing import Array, PRNGKey
 
-VARIANTS = ("class", "digit", "color")
+VARIANTS = ("class", "digit", "color", "color-thesis")
+COLOR_VARIANTS = ("color", "color-thesis")
 SHIFT_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
 TEST_IMBALANCE = 0.5
 # Digit groups of the digit-imbalance variant: kept with probability p', 1 - p', never.
@@ -79,14 +85,14 @@ def domain_imbalances(p: float) -> tuple[float, float]:
 def input_dim(variant: str) -> int:
   """Width of the model input: 2·196 (two colours) or 4·196 (colour variant)."""
   _check_variant(variant)
-  return (4 if variant == "color" else 2) * NUM_PIXELS
+  return (4 if variant in COLOR_VARIANTS else 2) * NUM_PIXELS
 
 
 def keep_probability(variant: str, digits: Array, rate: Array) -> Array:
   """Probability that an example of each digit is kept in a domain of imbalance `rate`.
 
   Args:
-    variant: one of `VARIANTS` (``color`` keeps everything).
+    variant: one of `VARIANTS` (the colour variants keep everything).
     digits: `i32[n]` digit classes 0-9.
     rate: the domain's p'.
 
@@ -117,13 +123,15 @@ def imbalance_keep_mask(key: PRNGKey, variant: str, digits: Array, rate: Array) 
 
 def color_four_channels(key: PRNGKey, pixels: Array, digits: Array, color_flip: Array,
                         channel_rate: Array,
-                        label_noise: Array = colored_mnist.LABEL_NOISE) -> tuple[Array, Array]:
-  """Noisy labels, colours and colour channels of the colour-imbalance variant.
+                        label_noise: Array = colored_mnist.LABEL_NOISE,
+                        green_rate: str = "color") -> tuple[Array, Array]:
+  """Noisy labels, colours and colour channels of the colour-imbalance variants.
 
   The label is `digit < 5` flipped with probability `label_noise`; the colour is the
   label flipped with probability `color_flip`; then, with one `b ~ Bernoulli(p')` per
-  example, red (colour 0) goes to R1 if b else R2, and green (colour 1) to G1 if not b
-  else G2, so `P(R1 | red) = p'` and `P(G1 | green) = 1 - p'`.
+  example, red (colour 0) goes to R1 if b else R2. Green (colour 1) goes to G1 if not b
+  else G2 under ``green_rate="color"`` (`P(R1 | red) = p'`, `P(G1 | green) = 1 - p'`),
+  and to G1 if b under ``"color-thesis"`` (`P(R1 | red) = P(G1 | green) = p'`, 5.4.1).
 
   Args:
     key: PRNG key.
@@ -132,12 +140,14 @@ def color_four_channels(key: PRNGKey, pixels: Array, digits: Array, color_flip: 
     color_flip: probability that the colour disagrees with the noisy label.
     channel_rate: p'.
     label_noise: probability that the label disagrees with `digit < 5`.
+    green_rate: ``"color"`` or ``"color-thesis"``: which reading of the rate (above).
 
   Returns:
     `(x f32[n, 4·196] channel-major [R1, R2, G1, G2], y f32[n])`.
   """
   _checks.check_rank("pixels", pixels, 2)
   _checks.check_rank("digits", digits, 1)
+  _checks.check_choice("green_rate", green_rate, COLOR_VARIANTS)
   if _checks.shape_of(pixels)[0] != _checks.shape_of(digits)[0]:
     raise ValueError(f"digits must have {_checks.shape_of(pixels)[0]} entries (one per row "
                      f"of pixels), got {_checks.shape_of(digits)[0]}")
@@ -148,7 +158,8 @@ def color_four_channels(key: PRNGKey, pixels: Array, digits: Array, color_flip: 
   colors = jnp.abs(labels - jax.random.bernoulli(color_key, color_flip, (n,)))
   first = jax.random.bernoulli(channel_key, channel_rate, (n,))
   red, green = colors == 0, colors == 1
-  channels = [red & first, red & ~first, green & ~first, green & first]  # R1, R2, G1, G2
+  green_first = ~first if green_rate == "color" else first
+  channels = [red & first, red & ~first, green & green_first, green & ~green_first]
   x = jnp.concatenate([pixels * c[:, None] for c in channels], axis=-1)
   return x, labels
 
@@ -185,14 +196,14 @@ def make_shifted_cmnist(key: PRNGKey, data: ColoredMNIST, variant: str, p: float
   if m != 2:
     raise ValueError(f"data must have 2 training domains (rates p/(1+p) and 1/(1+p)), got {m}")
   rates = domain_imbalances(p)
-  keep_rates = rates if variant != "color" else (1.0, 1.0)
+  keep_rates = rates if variant not in COLOR_VARIANTS else (1.0, 1.0)
   train_keep = np.stack([
       np.asarray(imbalance_keep_mask(jax.random.fold_in(key, e), variant,
                                      data.train_digits[e], keep_rates[e]))
       & (np.asarray(data.train_mask[e]) > 0) for e in range(m)])
   test_keep = np.asarray(imbalance_keep_mask(
       jax.random.fold_in(key, m), variant, data.test_digits,
-      TEST_IMBALANCE if variant != "color" else 1.0))
+      TEST_IMBALANCE if variant not in COLOR_VARIANTS else 1.0))
   train_size = int(train_keep.sum(1).max()) if train_size is None else train_size
   test_size = int(test_keep.sum()) if test_size is None else test_size
   for name, size, need in (("train_size", train_size, int(train_keep.sum(1).max())),
@@ -233,8 +244,9 @@ def make_shift_levels(key: PRNGKey, data: ColoredMNIST, variant: str,
 
 
 def _color(variant: str, key: PRNGKey, pixels, digits, color_flip, channel_rate, label_noise):
-  if variant == "color":
-    return color_four_channels(key, pixels, digits, color_flip, channel_rate, label_noise)
+  if variant in COLOR_VARIANTS:
+    return color_four_channels(key, pixels, digits, color_flip, channel_rate, label_noise,
+                               green_rate=variant)
   return colored_mnist.color_digits(key, pixels, digits, color_flip, label_noise)
 
 
