@@ -1,4 +1,9 @@
 """Random search and model selection (appendix 11.1.9.1, thesis 5.4.3): batching is exact."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,3 +184,48 @@ def test_holdout_masks_are_an_exact_disjoint_split():
   np.testing.assert_array_equal(inside + out, mask)
   with pytest.raises(ValueError, match="fraction"):
     selection.holdout_masks(jax.random.PRNGKey(0), mask, 1.0)
+
+
+SWEEP_ON_EIGHT_DEVICES = textwrap.dedent("""
+    import os, sys, json
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    sys.path.insert(0, {root!r})
+    sys.path.insert(0, {tests!r})
+    import jax, numpy as np
+    assert jax.device_count() == 8, jax.devices()
+    from jaxthesis import engine
+    from jaxthesis.rex import search, sweeps
+    from test_rex_search import _task, _tiny_domains
+    data = _tiny_domains(jax.random.PRNGKey(0))
+    r = 8
+    configs = {{"hidden": np.array([3, 8, 5, 6, 4, 7, 8, 2], np.int32),
+               "learning_rate": np.linspace(5e-3, 3e-2, r),
+               "l2_weight": np.linspace(0.0, 1e-2, r),
+               "penalty_weight": np.logspace(0, 3, r),
+               "penalty_anneal_iters": np.arange(r, dtype=np.int32) % 4}}
+    steps = np.array([6, 4, 7, 5, 7, 3, 6, 5], np.int32)
+    index = np.arange(r, dtype=np.int32) % 2
+    hp = sweeps.indexed_hparams(sweeps.step_limited_hparams(search.search_hparams(configs), steps),
+                                index, 2)
+    task = sweeps.index_data(sweeps.with_step_limit(_task("vrex")))
+    keys = jax.random.split(jax.random.PRNGKey(1), r)
+    run = lambda devices: engine.Runner(task, int(steps.max()), eval_every=100, progress=False,
+                                        devices=devices).run(keys, hp, data)
+    many, one = run(None), run(jax.devices()[:1])
+    np.testing.assert_allclose(many.history.losses["loss"], one.history.losses["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(many.state.params),
+                    jax.tree_util.tree_leaves(one.state.params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    n_devices = {{len(x.sharding.device_set) for x in jax.tree_util.tree_leaves(many.state)}}
+    print(json.dumps({{"devices": sorted(n_devices)}}))
+""")
+
+
+def test_sweep_wrappers_on_eight_simulated_devices_match_one_device():
+  """Widths, step limits and dataset indices sharded over 8 devices: same numbers as 1."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = SWEEP_ON_EIGHT_DEVICES.format(root=root, tests=os.path.join(root, "tests"))
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert '"devices": [8]' in out.stdout
