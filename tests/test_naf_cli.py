@@ -17,6 +17,8 @@ def test_commands_registered_and_bad_arguments_rejected(capsys):
   assert "unknown 'spline'" in capsys.readouterr().err
   assert cli.main(["naf", "grid", "--quick", "--modes", "1"]) == 2
   assert "--modes" in capsys.readouterr().err
+  assert cli.main(["naf", "sine", "--quick", "--anneal", "1.5"]) == 2
+  assert "--anneal must be a fraction" in capsys.readouterr().err
 
 
 def test_sine_quick_writes_results(tmp_path, capsys):
@@ -29,6 +31,21 @@ def test_sine_quick_writes_results(tmp_path, capsys):
   assert set(results["metrics"]["mode_mass"]) == {"0.0", "0.6", "1.2", "1.8"}
   assert os.path.exists(os.path.join(out, "sine_posterior.png"))
   assert "posterior mass" in capsys.readouterr().out
+
+
+def test_energy_quick_writes_results(tmp_path, capsys):
+  out = str(tmp_path / "energy")
+  assert cli.main(["naf", "energy", "--quick", "--no-progress", "--steps", "20",
+                   "--out", out]) == 0
+  with open(os.path.join(out, "results.json")) as f:
+    results = json.load(f)
+  assert results["experiment"] == "naf energy"
+  metrics = results["metrics"]["u1"]
+  assert set(metrics) == {"log_z", "affine", "dsf"}
+  assert set(metrics["dsf"]) == {"kl", "minus_elbo"}
+  assert results["config"]["anneal_fraction"] == 0.2
+  assert os.path.exists(os.path.join(out, "energy_samples.png"))
+  assert "KL(q||p)" in capsys.readouterr().out
 
 
 def test_energies_match_their_definitions():

@@ -67,6 +67,13 @@ def add_commands(subparsers) -> None:
       p.add_argument("--energies", type=common.name_list("--energies",
                                                          ("u1", "u2", "u3", "u4")),
                      default=None, help="comma-separated subset of u1,u2,u3,u4")
+    if name in ("energy", "sine"):
+      p.add_argument("--anneal", type=common.nonnegative_float("--anneal"), default=None,
+                     help="fraction of the steps over which the target's inverse temperature "
+                          "rises from 0.01 to 1 (0: no annealing; default: the config's)")
+      p.add_argument("--lr-decay", type=common.nonnegative_float("--lr-decay"), default=None,
+                     help="fraction of the steps, at the end, over which the learning rate "
+                          "cosine-decays to 5%% (0: constant; default: the config's)")
     if name in ("convergence", "vae", "uci"):
       p.add_argument("--seeds", type=common.positive_int("--seeds"), default=None,
                      help="number of seeds (a vmap axis; default: the config's)")
@@ -107,6 +114,13 @@ def _overrides(name: str, args: argparse.Namespace) -> dict:
     out["energies"] = args.energies
   if getattr(args, "seeds", None):
     out["num_seeds"] = args.seeds
+  for flag, field in (("anneal", "anneal_fraction"), ("lr_decay", "lr_decay_fraction")):
+    value = getattr(args, flag, None)
+    if value is not None:
+      if value > 1:
+        raise common.UsageError(f"--{flag.replace('_', '-')} must be a fraction in [0, 1], "
+                                f"got {value}")
+      out[field] = value
   if name == "vae":
     out["data_source"], out["data_dir"] = args.data, args.data_dir
     if args.importance is not None:
