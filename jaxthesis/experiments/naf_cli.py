@@ -67,7 +67,7 @@ def add_commands(subparsers) -> None:
       p.add_argument("--energies", type=common.name_list("--energies",
                                                          ("u1", "u2", "u3", "u4")),
                      default=None, help="comma-separated subset of u1,u2,u3,u4")
-    if name in ("energy", "sine"):
+    if name in ("energy", "sine", "convergence"):
       p.add_argument("--anneal", type=common.nonnegative_float("--anneal"), default=None,
                      help="fraction of the steps over which the target's inverse temperature "
                           "rises from 0.01 to 1 (0: no annealing; default: the config's)")
