@@ -15,6 +15,16 @@ flowjax is not included as a JAX peer: it installs beside our pins, but has no s
     python benchmarks/naf_speed.py            # the full comparison (minutes on a CPU)
     python benchmarks/naf_speed.py --quick    # a smoke run: D in {2, 8}, batch 64
     python benchmarks/naf_speed.py --torch-threads 1   # if other jobs share the cores
+    python benchmarks/naf_speed.py --malloc-heap-only  # see below
+
+Memory: XLA allocates all temporaries of a compiled step as one block (about 65 MB at
+D = 64, batch 1024). glibc's malloc maps any block over 32 MiB freshly from the kernel and
+unmaps it on free, so every call page-faults that block in again, which on a virtual
+machine costs tens of milliseconds per step; PyTorch's separately allocated tensors stay
+under that size and are recycled. `--malloc-heap-only` calls glibc's
+`mallopt(M_MMAP_MAX, 0)` (and keeps freed memory with `M_TRIM_THRESHOLD`) before anything
+runs, so both libraries allocate from the recycled heap; the default leaves the
+process's allocator alone. The JSON records which was used.
 
 Prints a table and writes benchmarks/results/naf_speed.{json,png}. Targets (issue 4):
 >= 5x Pyro on the 2-D batch-64 case, >= 1.8x on the largest.
@@ -114,6 +124,15 @@ def jax_toy_training(num_steps: int, batch_size: int, hidden: int) -> dict:
           "final_loss": float(np.mean(np.asarray(losses)[-50:]))}
 
 
+def use_heap_only_malloc() -> None:
+  """glibc: no mmap-backed blocks, no returning freed memory to the kernel."""
+  import ctypes
+  libc = ctypes.CDLL("libc.so.6")
+  m_trim_threshold, m_mmap_max = -1, -4  # from glibc's <malloc.h>
+  if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 1 << 30)):
+    raise RuntimeError("mallopt failed: --malloc-heap-only needs glibc")
+
+
 def plot(results: dict, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -130,7 +149,8 @@ def plot(results: dict, path: str) -> None:
   ax.set_yscale("log")
   ax.set_xticks(x, labels, fontsize=8)
   ax.set_ylabel("ms per training step")
-  title = "DSF training step" + (" (QUICK)" if results["quick"] else "")
+  title = ("DSF training step" + (" (QUICK)" if results["quick"] else "")
+           + (", heap-only malloc" if results["environment"]["malloc_heap_only"] else ""))
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -146,7 +166,13 @@ def main(argv=None) -> int:
                       help="torch intra-op threads (default: torch's choice). On a machine "
                            "whose cores are busy with other work, PyTorch's spinning thread "
                            "pool can slow a small step 100x; 1 gives Pyro its fair number")
+  parser.add_argument("--malloc-heap-only", action="store_true",
+                      help="glibc mallopt: serve large blocks from the heap and keep freed "
+                           "memory, instead of mapping and page-faulting them on every call "
+                           "(see the module docstring); applies to both libraries")
   args = parser.parse_args(argv)
+  if args.malloc_heap_only:
+    use_heap_only_malloc()
   import torch
   if args.torch_threads is not None:
     if args.torch_threads < 1:
@@ -180,6 +206,7 @@ def main(argv=None) -> int:
       "targets": {"small_case_min_speedup": 5.0, "largest_case_min_speedup": 1.8},
       "environment": {"jax": jax.__version__, "torch": torch.__version__,
                       "torch_threads": torch.get_num_threads(),
+                      "malloc_heap_only": bool(args.malloc_heap_only),
                       "devices": [str(d) for d in jax.devices()],
                       "cpu_count": os.cpu_count(), "platform": platform.platform()},
   }

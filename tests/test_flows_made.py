@@ -63,3 +63,29 @@ def test_masks_and_validation():
     flows.make_ordering("random", 3)
   with pytest.raises(ValueError, match=r"x must have shape \[..., 3\]"):
     flows.MADE(num_dims=3, num_params=1).init(jax.random.PRNGKey(0), jnp.zeros(4))
+
+
+@pytest.mark.parametrize("kind", ["natural", "reversed", "random"])
+def test_output_layer_by_dense_runs_equals_the_masked_product(kind):
+  """The output layer skips the all-zero rectangles of its mask (natural and reversed
+  orderings); the product is the dense masked one, and random orderings keep it."""
+  from jaxthesis.flows import made as made_module
+  d, k, hidden = 9, 3, (16, 16)
+  ordering = flows.make_ordering(kind, d, jax.random.PRNGKey(3))
+  deg_in, deg_out = made_module._made_degrees(d, hidden, k, ordering)[-2:]
+  mask = flows.made_masks(d, hidden, k, ordering)[-1]
+  plan = made_module._output_blocks(deg_in, deg_out, d, k, max_blocks=4)
+  if kind == "random":
+    assert plan is None
+    return
+  row_order, blocks = plan
+  assert [(lo, hi) for lo, hi, _ in blocks] == [(0, 2), (2, 4), (4, 7), (7, 9)]
+  # Each run keeps every unit its dimensions see and skips at least a fifth overall.
+  for lo, hi, n in blocks:
+    assert mask[row_order[n:], lo * k:hi * k].sum() == 0
+  assert sum((hi - lo) * n for lo, hi, n in blocks) < 0.8 * d * mask.shape[0]
+  h = jax.random.normal(jax.random.PRNGKey(1), (5, mask.shape[0]))
+  kernel = jax.random.normal(jax.random.PRNGKey(2), mask.shape)
+  np.testing.assert_allclose(
+      made_module._blocked_product(h, kernel, deg_in, deg_out, plan, k), h @ (kernel * mask),
+      rtol=1e-5, atol=1e-5)

@@ -19,6 +19,8 @@ from jaxthesis.typing import Array, PRNGKey
 
 ORDERINGS = ("natural", "reversed", "random")
 ACTIVATIONS = {"relu": nn.relu, "elu": nn.elu, "tanh": jnp.tanh, "gelu": nn.gelu}
+# Dense runs the masked output layer is split into (see `_output_blocks`).
+_OUTPUT_BLOCKS = 4
 
 
 def make_ordering(kind: str, num_dims: int, key: Optional[PRNGKey] = None
@@ -53,30 +55,92 @@ def check_ordering(ordering: Sequence[int], num_dims: int) -> tuple[int, ...]:
   return ordering
 
 
-def made_masks(num_dims: int, hidden_sizes: Sequence[int], num_params: int,
-               ordering: Sequence[int]) -> list[np.ndarray]:
-  """The 0/1 connectivity masks of MADE, one [fan_in, fan_out] matrix per layer.
+def _made_degrees(num_dims: int, hidden_sizes: Sequence[int], num_params: int,
+                 ordering: Sequence[int]) -> list[np.ndarray]:
+  """The degrees of MADE's units, layer by layer: inputs, each hidden layer, outputs.
 
   Input dimension `ordering[i]` has degree i + 1. Hidden unit j of every layer has degree
-  `1 + j mod (D - 1)` (degree 0, context only, when D = 1). Hidden masks keep
-  `deg_in <= deg_out`; the output mask keeps `deg_in < deg_out`, where output column
-  `t * num_params + k` has the degree of input t. So output block t depends only on the
-  inputs generated before t.
+  `1 + j mod (D - 1)` (degree 0, context only, when D = 1). Output column
+  `t * num_params + k` has the degree of input t.
 
   Returns:
-    `len(hidden_sizes) + 1` float32 masks.
+    `len(hidden_sizes) + 2` int64 vectors.
   """
   ordering = check_ordering(ordering, num_dims)
   degrees_in = np.empty(num_dims, np.int64)
   degrees_in[list(ordering)] = np.arange(1, num_dims + 1)
-  masks, prev = [], degrees_in
-  for width in hidden_sizes:
-    deg = (1 + np.arange(width) % (num_dims - 1)) if num_dims > 1 else np.zeros(width, np.int64)
-    masks.append((prev[:, None] <= deg[None, :]).astype(np.float32))
-    prev = deg
-  out_deg = np.repeat(degrees_in, num_params)
-  masks.append((prev[:, None] < out_deg[None, :]).astype(np.float32))
-  return masks
+  hidden = [(1 + np.arange(width) % (num_dims - 1)) if num_dims > 1 else
+            np.zeros(width, np.int64) for width in hidden_sizes]
+  return [degrees_in, *hidden, np.repeat(degrees_in, num_params)]
+
+
+def made_masks(num_dims: int, hidden_sizes: Sequence[int], num_params: int,
+               ordering: Sequence[int]) -> list[np.ndarray]:
+  """The 0/1 connectivity masks of MADE, one [fan_in, fan_out] matrix per layer.
+
+  With the degrees of `_made_degrees`, hidden masks keep `deg_in <= deg_out` and the output
+  mask keeps `deg_in < deg_out`, so output block t depends only on the inputs generated
+  before t.
+
+  Returns:
+    `len(hidden_sizes) + 1` float32 masks.
+  """
+  degrees = _made_degrees(num_dims, hidden_sizes, num_params, ordering)
+  return [_connected(deg_in, deg_out, last=l == len(degrees) - 2).astype(np.float32)
+          for l, (deg_in, deg_out) in enumerate(zip(degrees[:-1], degrees[1:]))]
+
+
+def _connected(deg_in, deg_out, last: bool):
+  """The mask `deg_in < deg_out` (output layer) or `<=` (hidden), numpy or jax."""
+  return deg_in[:, None] < deg_out[None, :] if last else deg_in[:, None] <= deg_out[None, :]
+
+
+def _output_blocks(deg_in: np.ndarray, deg_out: np.ndarray, num_dims: int, num_params: int,
+                   max_blocks: int) -> Optional[tuple[np.ndarray, list[tuple[int, int, int]]]]:
+  """A plan for the masked output layer `h @ (kernel * mask)` as a few dense products.
+
+  Output block t sees only the units of degree below t's, so about half of a MADE output
+  mask is zero. Sorted by degree (`row_order`), the units block t sees are a prefix of
+  them. Where that prefix grows monotonically along the dimensions (the natural and
+  reversed orderings), the dimensions split into at most `max_blocks` runs `[lo, hi)` of
+  consecutive dimensions, each one dense product with the first `n` sorted units: the
+  all-zero rectangles of the mask are skipped, the zeros inside a run are still
+  multiplied. For D = 64 and 4 runs that is 5/8 of the dense product's work.
+
+  Returns:
+    `(row_order, [(lo, hi, n), ...])`, or None where the mask has no such structure
+    (random orderings) or the runs would save less than a fifth of the work.
+  """
+  row_order = np.argsort(deg_in, kind="stable")
+  need = np.searchsorted(deg_in[row_order], deg_out[::num_params], side="left")
+  steps = np.diff(need)
+  if not (np.all(steps >= 0) or np.all(steps <= 0)):
+    return None
+  bounds = np.unique(np.linspace(0, num_dims, min(max_blocks, num_dims) + 1).round().astype(int))
+  blocks = [(int(lo), int(hi), int(need[lo:hi].max())) for lo, hi in zip(bounds[:-1], bounds[1:])]
+  if sum((hi - lo) * n for lo, hi, n in blocks) > 0.8 * num_dims * deg_in.size:
+    return None
+  return row_order, blocks
+
+
+def _blocked_product(h: Array, kernel: Array, deg_in: np.ndarray, deg_out: np.ndarray,
+                     plan: tuple[np.ndarray, list[tuple[int, int, int]]], num_params: int
+                     ) -> Array:
+  """`h @ (kernel * mask)` for the output mask, by the runs of `_output_blocks`."""
+  row_order, blocks = plan
+  if np.array_equal(row_order, np.arange(row_order.size)):  # e.g. D = 2: one hidden degree
+    h_sorted, kernel_sorted, deg_sorted = h, kernel, deg_in
+  else:
+    h_sorted, kernel_sorted, deg_sorted = h[..., row_order], kernel[row_order], deg_in[row_order]
+  parts = []
+  for lo, hi, n in blocks:
+    cols = slice(lo * num_params, hi * num_params)
+    if n == 0:
+      parts.append(jnp.zeros(h.shape[:-1] + ((hi - lo) * num_params,), h.dtype))
+      continue
+    mask = _connected(jnp.asarray(deg_sorted[:n]), jnp.asarray(deg_out[cols]), last=True)
+    parts.append(h_sorted[..., :n] @ jnp.where(mask, kernel_sorted[:n, cols], 0.0))
+  return jnp.concatenate(parts, axis=-1)
 
 
 class MADE(nn.Module):
@@ -110,12 +174,14 @@ class MADE(nn.Module):
       raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
                        f"got {self.activation!r}")
     ordering = tuple(range(d)) if self.ordering is None else self.ordering
-    masks = made_masks(d, tuple(self.hidden_sizes), k, ordering)
+    # The masks are formed from the small degree vectors inside the compiled step (fused
+    # into the weight's use) rather than stored as [fan_in, fan_out] constants.
+    degrees = _made_degrees(d, tuple(self.hidden_sizes), k, ordering)
     act = ACTIVATIONS[self.activation]
     h = x
-    for l, mask in enumerate(masks):
-      last = l == len(masks) - 1
-      fan_in, fan_out = mask.shape
+    for l, (deg_in, deg_out) in enumerate(zip(degrees[:-1], degrees[1:])):
+      last = l == len(degrees) - 2
+      fan_in, fan_out = deg_in.size, deg_out.size
       init = (nn.initializers.variance_scaling(self.output_init_scale ** 2, "fan_in",
                                                "truncated_normal")
               if last and self.output_init_scale > 0 else
@@ -126,7 +192,12 @@ class MADE(nn.Module):
       bias_init = (nn.initializers.normal(self.output_init_scale) if last else
                    nn.initializers.zeros)
       bias = self.param(f"bias_{l}", bias_init, (fan_out,), jnp.float32)
-      h = h @ (kernel * jnp.asarray(mask)) + bias
+      plan = _output_blocks(deg_in, deg_out, d, k, _OUTPUT_BLOCKS) if last else None
+      if plan is None:
+        mask = _connected(jnp.asarray(deg_in), jnp.asarray(deg_out), last)
+        h = h @ jnp.where(mask, kernel, 0.0) + bias
+      else:
+        h = _blocked_product(h, kernel, deg_in, deg_out, plan, k) + bias
       # The context feeds the first hidden layer and, directly, the output layer: the
       # first dimension's block sees no hidden unit, only the context.
       if context is not None and (l == 0 or last):
