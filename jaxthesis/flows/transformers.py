@@ -14,8 +14,9 @@ here shares one interface, the `Transformer` NamedTuple:
 
 All of them map all-zero pseudo-parameters to the identity (except the IAF gate, whose
 sigmoid gate cannot reach 1; see `iaf_gate_transformer`), so a flow whose conditioner
-starts with near-zero outputs starts near the identity. Log-derivatives are computed in log
-space (log-sigmoid, log-softmax, log-sum-exp) and stay finite for |x| up to 1e4.
+starts with near-zero outputs starts near the identity. Whatever can underflow in a
+log-derivative is formed in log space or shifted by its largest term, so log-derivatives
+stay finite for |x| up to 1e4.
 """
 from __future__ import annotations
 
@@ -93,41 +94,6 @@ def check_transformer_inputs(transformer: Transformer, pseudo: ArrayLike, x: Arr
   if tuple(np.shape(pseudo)[:-1]) != tuple(np.shape(x)):
     raise ValueError(f"pseudo.shape[:-1] must equal {x_name}.shape {tuple(np.shape(x))}, got "
                      f"{tuple(np.shape(pseudo))}")
-
-
-def _log_sigmoid_pair(pre: Array) -> tuple[Array, Array]:
-  """`(log_sigmoid(pre), log_sigmoid(-pre))` from one softplus.
-
-  Both are `min(+-pre, 0) - log1p(exp(-|pre|))`: one exp and one log1p serve the pair,
-  accurate in float32 at any |pre| (no difference of large numbers).
-  """
-  softplus_neg_abs = jnp.log1p(jnp.exp(-jnp.abs(pre)))
-  return jnp.minimum(pre, 0.0) - softplus_neg_abs, jnp.minimum(-pre, 0.0) - softplus_neg_abs
-
-
-def _log_sigmoid_mixture_logit(log_w: Array, pre: Array, delta: float
-                               ) -> tuple[Array, Array]:
-  """`logit(squeeze(sum_j w_j sigmoid(pre_j)))` and `log d logit(squeeze(p)) / dp`.
-
-  `p = sum_j w_j sigmoid(pre_j)` lies in (0, 1); it is squeezed to
-  `p' = (1 - delta) p + delta / 2`. Both `log p'` and `log(1 - p')` are formed from
-  log-sigmoids with log-sum-exp, so neither saturates to log 0.
-
-  Args:
-    log_w: log mixture weights (rows sum to one in probability), [..., m, d].
-    pre: pre-activations [..., d] (broadcast against the m rows).
-    delta: squeeze.
-
-  Returns:
-    `(value [..., m], log_dvalue_dp [..., m])`.
-  """
-  log_sig, log_sig_neg = _log_sigmoid_pair(pre)
-  log_p = jax.nn.logsumexp(log_w + log_sig[..., None, :], axis=-1)
-  log_q = jax.nn.logsumexp(log_w + log_sig_neg[..., None, :], axis=-1)
-  log_keep, log_half_delta = math.log1p(-delta), math.log(delta / 2)
-  log_p = jnp.logaddexp(log_keep + log_p, log_half_delta)
-  log_q = jnp.logaddexp(log_keep + log_q, log_half_delta)
-  return log_p - log_q, log_keep - log_p - log_q
 
 
 def _logit_of_unsqueezed(y: Array, delta: float) -> Array:
@@ -406,6 +372,66 @@ def dsf_transformer(hidden_units: int = 16, *, delta: float = SQUEEZE_DELTA,
 # ------------------------------------------------------------------------------ DDSF
 
 
+def _matvec(mat: Array, vec: Array) -> Array:
+  """`mat [..., m, n] @ vec [..., n]`, a batch of small matrix-vector products.
+
+  As a batched dot: on XLA's CPU backend this ran three to four times faster, forward and
+  backward, than the broadcast multiply-and-sum at [3000, 16, 16].
+  """
+  return jnp.einsum("...ij,...j->...i", mat, vec)
+
+
+def _ddsf_layer(a: Array, b: Array, u: Array, w: Array, h: Array, dh_rel: Optional[Array],
+                delta: float) -> tuple[Array, Optional[Array], Optional[Array]]:
+  """One DDSF layer (eq. 9.9) and its derivative vector (eq. 9.10), in linear space.
+
+  `pre = a * (u h) + b`, `p = w sigmoid(pre)`, `q = w sigmoid(-pre)` (summed directly, as
+  in the DSF, so whichever is tiny keeps its relative precision; the squeeze keeps
+  `p', q' >= delta / 2`), `h_next = log(p' / q')`. The derivative `dh/dx = exp(c) dh_rel`
+  propagates as `dh_next = (1 - delta) / (p' q') * w (sigmoid'(pre) * a * (u dh))`. The
+  per-unit factor `sigmoid'(pre) * a * (u dh_rel)` is the only one that can under- or
+  overflow (|pre| up to ~1e4), so it is formed in log space and divided by its largest
+  entry, `exp(shift)`; the contractions with the row-stochastic `u` and `w` are then
+  sums of non-negative terms, with the dominant unit's term of order `w_kj`. Only d
+  exponentials and logs per layer and point, against the d x d per point of log-sum-exp.
+
+  Args:
+    a, b: slopes and biases [..., d].
+    u: row-stochastic input weights [..., d, n_in].
+    w: row-stochastic output weights [..., n_out, d].
+    h: inputs [..., n_in].
+    dh_rel: `dh/dx` up to a per-point scale [..., n_in], or None to skip the derivative.
+    delta: squeeze.
+
+  Returns:
+    `(h_next [..., n_out], dh_rel_next [..., n_out], shift [...])`, the last two None
+    when `dh_rel` is.
+  """
+  keep, half = 1.0 - delta, delta / 2
+  pre = a * _matvec(u, h) + b
+  abs_pre = jnp.abs(pre)
+  exp_neg_abs = jnp.exp(-abs_pre)
+  inv = 1.0 / (1.0 + exp_neg_abs)
+  far, near = inv, exp_neg_abs * inv  # sigmoid(|pre|), sigmoid(-|pre|)
+  positive = pre >= 0
+  p_sq = keep * _matvec(w, jnp.where(positive, far, near)) + half
+  q_sq = keep * _matvec(w, jnp.where(positive, near, far)) + half
+  h_next = jnp.log(p_sq / q_sq)
+  if dh_rel is None:
+    return h_next, None, None
+  # The floors at the smallest normal number act only where a contraction underflows,
+  # which needs the dominant term's weight below it (a log-weight under about -87 in
+  # float32); they keep the log finite there, as the log-sum-exp form is.
+  tiny = jnp.finfo(pre.dtype).tiny
+  # log(sigmoid'(pre) a (u dh_rel)), with sigmoid'(pre) = exp(-|pre|) / (1 + exp(-|pre|))^2.
+  log_unit = jnp.log(jnp.maximum(a * _matvec(u, dh_rel), tiny)) - abs_pre + 2.0 * jnp.log(inv)
+  # The shift cancels exactly against the rescaled vector; no derivative flows through it.
+  shift = jax.lax.stop_gradient(log_unit.max(axis=-1))
+  unit = jnp.exp(log_unit - shift[..., None])
+  dh_rel_next = keep / (p_sq * q_sq) * jnp.maximum(_matvec(w, unit), tiny)
+  return h_next, dh_rel_next, shift
+
+
 class _LayerShape(NamedTuple):
   inputs: int
   hidden: int
@@ -427,9 +453,12 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
   through d sigmoid units, with row-softmax `u` [d, n_in] and `w` [n_out, d], positive `a`
   [d] and free `b` [d]; widths run 1 -> d -> ... -> d -> 1 over `num_layers` layers (one
   layer is the DSF). All entries of every layer Jacobian are positive, so the derivative
-  of the scalar output is carried forward as the log of the vector `dh/dx`, one
-  log-sum-exp contraction per weight matrix (eq. 9.10) -- at most rank-4 intermediates
-  [..., n_out, d] and [..., d, n_in], never the rank-5 batch of Jacobian products.
+  of the scalar output is carried forward as the vector `dh/dx` (eq. 9.10), held as a
+  per-point log-scale times a vector of order one: one matrix-vector product per weight
+  matrix, never the rank-5 batch of Jacobian products. Only the d per-unit factors are
+  formed in log space (see `_ddsf_layer`), not the d x d terms of log-sum-exp
+  contractions, whose exponentials made the transformer's share of a CPU training step
+  about 1.5x longer.
 
   Pseudo-parameters per dimension, per layer: `a_raw [d], b [d]` and either
 
@@ -494,23 +523,21 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
     else:
       u_logits = rest[..., :s.hidden * s.inputs].reshape(batch + (s.hidden, s.inputs))
       w_logits = rest[..., s.hidden * s.inputs:].reshape(batch + (s.outputs, s.hidden))
-    return (a, b, jax.nn.log_softmax(u_logits, axis=-1),
-            jax.nn.log_softmax(w_logits, axis=-1))
+    return a, b, jax.nn.softmax(u_logits, axis=-1), jax.nn.softmax(w_logits, axis=-1)
 
   def value_and_log_det(params, pseudo, x, with_log_det=True):
     h = x[..., None]
-    log_dh = jnp.zeros_like(h)
+    # dh/dx = exp(log_scale) * dh_rel: a per-point scale and a vector whose largest entry
+    # is O(1), so the contractions run in linear space (see `_ddsf_layer`).
+    log_scale, dh_rel = jnp.zeros_like(x), jnp.ones_like(h)
     for l in range(num_layers):
-      a, b, log_u, log_w = unpack(params, pseudo, l)
-      pre = a * jnp.einsum("...ji,...i->...j", jnp.exp(log_u), h) + b
-      h_next, log_dlogit = _log_sigmoid_mixture_logit(log_w, pre, delta)
+      a, b, u, w = unpack(params, pseudo, l)
+      h, dh_rel, shift = _ddsf_layer(a, b, u, w, h, dh_rel if with_log_det else None, delta)
       if with_log_det:
-        log_dpre = jnp.log(a) + jax.nn.logsumexp(log_u + log_dh[..., None, :], axis=-1)
-        log_sig, log_sig_neg = _log_sigmoid_pair(pre)
-        log_dsig = log_sig + log_sig_neg + log_dpre
-        log_dh = log_dlogit + jax.nn.logsumexp(log_w + log_dsig[..., None, :], axis=-1)
-      h = h_next
-    return h[..., 0], log_dh[..., 0]
+        log_scale = log_scale + shift
+    if not with_log_det:
+      return h[..., 0], None
+    return h[..., 0], log_scale + jnp.log(dh_rel[..., 0])
 
   def forward_and_log_det(params, pseudo, x):
     return value_and_log_det(params, pseudo, x)
