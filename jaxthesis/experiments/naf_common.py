@@ -238,6 +238,17 @@ def learning_rate_schedule(learning_rate: float, num_steps: int, decay_fraction:
                               [num_steps - decay_steps])
 
 
+def check_schedule_config(config: Any) -> None:
+  """Raises ValueError naming `config.lr_decay_fraction`, `config.anneal_fraction` or
+  `config.initial_beta` when out of range ([0, 1], [0, 1], (0, 1])."""
+  for name in ("lr_decay_fraction", "anneal_fraction"):
+    value = getattr(config, name)
+    if not 0.0 <= value <= 1.0:
+      raise ValueError(f"config.{name} must be in [0, 1], got {value!r}")
+  if not 0.0 < config.initial_beta <= 1.0:
+    raise ValueError(f"config.initial_beta must be in (0, 1], got {config.initial_beta!r}")
+
+
 def flow_task(flow: flows.Flow, loss_fn: Callable[..., Array],
               learning_rate: float | optax.Schedule,
               evaluate: Callable[..., Mapping[str, Array]] | None = None,

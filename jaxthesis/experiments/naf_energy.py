@@ -65,12 +65,7 @@ def check_config(config: EnergyConfig) -> None:
       raise ValueError(f"config.{name} must be a positive int, got {value!r}")
   if not config.learning_rate > 0:
     raise ValueError(f"config.learning_rate must be > 0, got {config.learning_rate!r}")
-  for name in ("lr_decay_fraction", "anneal_fraction"):
-    value = getattr(config, name)
-    if not 0.0 <= value <= 1.0:
-      raise ValueError(f"config.{name} must be in [0, 1], got {value!r}")
-  if not 0.0 < config.initial_beta <= 1.0:
-    raise ValueError(f"config.initial_beta must be in (0, 1], got {config.initial_beta!r}")
+  nc.check_schedule_config(config)
 
 
 def reverse_kl_loss(flow, energy, batch_size):
