@@ -21,25 +21,26 @@ def test_commands_registered_and_bad_arguments_rejected(capsys):
   assert "--anneal must be a fraction" in capsys.readouterr().err
 
 
-def test_sine_quick_writes_results(tmp_path, capsys):
-  out = str(tmp_path / "sine")
-  assert cli.main(["naf", "sine", "--quick", "--no-progress", "--steps", "20",
+def _run_quick(name, tmp_path):
+  """Runs `jaxthesis naf NAME --quick` for 20 steps; returns (out folder, results.json)."""
+  out = str(tmp_path / name)
+  assert cli.main(["naf", name, "--quick", "--no-progress", "--steps", "20",
                    "--out", out]) == 0
   with open(os.path.join(out, "results.json")) as f:
     results = json.load(f)
-  assert results["experiment"] == "naf sine"
+  assert results["experiment"] == f"naf {name}"
+  return out, results
+
+
+def test_sine_quick_writes_results(tmp_path, capsys):
+  out, results = _run_quick("sine", tmp_path)
   assert set(results["metrics"]["mode_mass"]) == {"0.0", "0.6", "1.2", "1.8"}
   assert os.path.exists(os.path.join(out, "sine_posterior.png"))
   assert "posterior mass" in capsys.readouterr().out
 
 
 def test_energy_quick_writes_results(tmp_path, capsys):
-  out = str(tmp_path / "energy")
-  assert cli.main(["naf", "energy", "--quick", "--no-progress", "--steps", "20",
-                   "--out", out]) == 0
-  with open(os.path.join(out, "results.json")) as f:
-    results = json.load(f)
-  assert results["experiment"] == "naf energy"
+  out, results = _run_quick("energy", tmp_path)
   metrics = results["metrics"]["u1"]
   assert set(metrics) == {"log_z", "affine", "dsf"}
   assert set(metrics["dsf"]) == {"kl", "minus_elbo"}
