@@ -48,7 +48,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from jaxthesis import flows  # noqa: E402
-from jaxthesis.experiments.common import format_table  # noqa: E402
+from jaxthesis.experiments._common import format_table  # noqa: E402
 
 import pyro_naf  # noqa: E402
 

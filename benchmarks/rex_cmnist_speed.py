@@ -27,8 +27,8 @@ import numpy as np
 
 from jaxthesis import engine
 from jaxthesis.data import load_mnist
-from jaxthesis.experiments.common import format_table
-from jaxthesis.experiments.rex_cmnist import METHOD_HPARAMS
+from jaxthesis.experiments._common import format_table
+from jaxthesis.experiments.rex.cmnist import METHOD_HPARAMS
 from jaxthesis.rex import colored_mnist, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -14,8 +14,8 @@ from typing import Sequence
 # Group name -> (module, help). Modules are imported when the parser is built; they must
 # defer heavy imports (jax, matplotlib) to the command functions.
 COMMAND_GROUPS = {
-    "rex": ("jaxthesis.experiments.rex_cli", "Risk Extrapolation (thesis chapter 5)"),
-    "naf": ("jaxthesis.experiments.naf_cli", "Neural autoregressive flows (thesis chapter 9)"),
+    "rex": ("jaxthesis.experiments.rex._cli", "Risk Extrapolation (thesis chapter 5)"),
+    "naf": ("jaxthesis.experiments.naf._cli", "Neural autoregressive flows (thesis chapter 9)"),
 }
 
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  from jaxthesis.experiments.common import UsageError
+  from jaxthesis.experiments._common import UsageError
   from jaxthesis.data import DataSourceError
 
   args = build_parser().parse_args(argv)

@@ -195,7 +195,7 @@ SWEEP_ON_EIGHT_DEVICES = textwrap.dedent("""
     assert jax.device_count() == 8, jax.devices()
     from jaxthesis import engine
     from jaxthesis.rex import search, sweeps
-    from test_rex_search import _task, _tiny_domains
+    from test_search import _task, _tiny_domains
     data = _tiny_domains(jax.random.PRNGKey(0))
     r = 8
     configs = {{"hidden": np.array([3, 8, 5, 6, 4, 7, 8, 2], np.int32),
@@ -223,8 +223,8 @@ SWEEP_ON_EIGHT_DEVICES = textwrap.dedent("""
 
 def test_sweep_wrappers_on_eight_simulated_devices_match_one_device():
   """Widths, step limits and dataset indices sharded over 8 devices: same numbers as 1."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  script = SWEEP_ON_EIGHT_DEVICES.format(root=root, tests=os.path.join(root, "tests"))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  script = SWEEP_ON_EIGHT_DEVICES.format(root=root, tests=os.path.join(root, "tests", "rex"))
   out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]

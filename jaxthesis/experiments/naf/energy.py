@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from jaxthesis.experiments import naf_common as nc
+from jaxthesis.experiments.naf import _common as nc
 
 
 @dataclasses.dataclass(frozen=True)

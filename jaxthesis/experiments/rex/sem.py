@@ -5,7 +5,7 @@ import dataclasses
 import os
 from typing import Any
 
-from jaxthesis.experiments import common
+from jaxthesis.experiments import _common as common
 
 # Table 11.II of the thesis: (mean, std) of the coefficient MSE, causal / non-causal.
 THESIS_TABLE_11_II = {

@@ -18,7 +18,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import common, rex_runs
+from jaxthesis.experiments import _common as common
+from jaxthesis.experiments.rex import _sweeps as rex_runs
 
 VALIDATION_FLIP = 0.15
 GAP_ONSET = 2.0   # final gap (points) that counts as memorization; onset: last gap <= half

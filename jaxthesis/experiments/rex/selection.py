@@ -26,7 +26,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import common, rex_runs
+from jaxthesis.experiments import _common as common
+from jaxthesis.experiments.rex import _sweeps as rex_runs
 
 METHODS = ("erm", "irm", "vrex", "groupdro")
 NAMES = {"erm": "ERM", "irm": "IRMv1", "vrex": "V-REx", "groupdro": "GroupDRO"}
@@ -238,7 +239,7 @@ def selection_command(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-  from jaxthesis.experiments.rex_search import _range
+  from jaxthesis.experiments.rex.search import _range
   p = subparsers.add_parser(
       "selection", help="DomainBed model selection on CMNIST: training-domain, LODO, oracle",
       description="Random-search ERM, IRMv1, V-REx and GroupDRO on Colored MNIST and select "

@@ -32,8 +32,8 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import common
-from jaxthesis.experiments import naf_common as nc
+from jaxthesis.experiments import _common as common
+from jaxthesis.experiments.naf import _common as nc
 
 POSTERIORS = ("gaussian", "iaf_affine", "iaf_dsf")
 # Table 9.I: (-ELBO, -log p(x)) in nats.

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import common
+from jaxthesis.experiments import _common as common
 
 # Table 5.II of the thesis: train / test accuracy (%), mean ± std over restarts.
 TABLE_5_II = {

@@ -4,22 +4,22 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from jaxthesis.experiments import common
+from jaxthesis.experiments import _common as common
 
 # Further `rex` commands live in their own experiment modules, each with add_commands().
 _EXTRA_MODULES = (
-    "jaxthesis.experiments.rex_shift",
-    "jaxthesis.experiments.rex_riskplane",
-    "jaxthesis.experiments.rex_sem",
-    "jaxthesis.experiments.rex_toy",
-    "jaxthesis.experiments.rex_waterfall",
-    "jaxthesis.experiments.rex_search",
-    "jaxthesis.experiments.rex_selection",
+    "jaxthesis.experiments.rex.covariate_shift",
+    "jaxthesis.experiments.rex.risk_plane",
+    "jaxthesis.experiments.rex.sem",
+    "jaxthesis.experiments.rex.toy",
+    "jaxthesis.experiments.rex.waterfall",
+    "jaxthesis.experiments.rex.search",
+    "jaxthesis.experiments.rex.selection",
 )
 
 
 def _cmnist(args: argparse.Namespace) -> int:
-  from jaxthesis.experiments import rex_cmnist
+  from jaxthesis.experiments.rex import cmnist as rex_cmnist
 
   config = rex_cmnist.CMNISTConfig(
       data=args.data, data_dir=args.data_dir, noise=args.noise, methods=args.methods,
@@ -37,7 +37,7 @@ def _cmnist(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers) -> None:
-  from jaxthesis.experiments.rex_cmnist import ALL_METHODS, DEFAULT_METHODS
+  from jaxthesis.experiments.rex.cmnist import ALL_METHODS, DEFAULT_METHODS
 
   p = subparsers.add_parser(
       "cmnist", help="Colored MNIST: ERM / IRMv1 / V-REx / MM-REx / RI / grayscale (Table 5.II)",

@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import common, rex_runs
+from jaxthesis.experiments import _common as common
+from jaxthesis.experiments.rex import _sweeps as rex_runs
 
 METHODS = ("erm", "irm", "vrex", "mmrex", "grayscale")
 DEFAULT_METHODS = ("erm", "irm", "vrex", "mmrex")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from jaxthesis import cli
-from jaxthesis.experiments import naf_uci
+from jaxthesis.experiments.naf import uci as naf_uci
 
 
 def _assert_standardized(*parts, ddof=0):

@@ -13,14 +13,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import common
+from jaxthesis.experiments import _common as common
 
 NOISE_PROTOCOLS = ("fixed", "population")
 
 
 def load_cmnist(data: str, data_dir: Optional[str], seed: int):
   """`(source, ColoredMNIST)`: the standard two-domain Colored MNIST of rex_cmnist."""
-  from jaxthesis.experiments import rex_cmnist
+  from jaxthesis.experiments.rex import cmnist as rex_cmnist
   config = rex_cmnist.CMNISTConfig(data=data, data_dir=data_dir, seed=seed)
   config.validate()
   return rex_cmnist.load_domains(config)
@@ -50,7 +50,7 @@ def resolve_noise(noise: Optional[str], source: str, default_builtin: str = "pop
 def method_hparams(method: str, quick: bool, hidden: Optional[int] = None):
   """The paper's hyperparameters of `method` (rex_cmnist.METHOD_HPARAMS), with --quick's
   tenth of the steps and an optional width override."""
-  from jaxthesis.experiments import rex_cmnist
+  from jaxthesis.experiments.rex import cmnist as rex_cmnist
   hp = rex_cmnist.method_hparams(method, quick)
   if hidden is not None:
     hp = dataclasses.replace(hp, hidden=int(hidden))

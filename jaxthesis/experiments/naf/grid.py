@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from jaxthesis.experiments import naf_common as nc
+from jaxthesis.experiments.naf import _common as nc
 
 THESIS_NOTE = "affine collapses to few modes; DSF/DDSF recover the grid (Fig. 9.6)"
 

@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from jaxthesis.experiments import naf_common as nc
-from jaxthesis.experiments.naf_energy import reverse_kl_loss
+from jaxthesis.experiments.naf import _common as nc
+from jaxthesis.experiments.naf.energy import reverse_kl_loss
 
 
 @dataclasses.dataclass(frozen=True)

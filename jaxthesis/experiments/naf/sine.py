@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from jaxthesis.experiments import naf_common as nc
+from jaxthesis.experiments.naf import _common as nc
 
 # Scale of the Gaussian base: sigmoid(x) ~ Phi(x / 1.702) (the probit approximation), so
 # 2 sigmoid(x) with x ~ N(0, 1.702^2) is close to the U(0, 2) prior.

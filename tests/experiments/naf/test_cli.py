@@ -5,7 +5,7 @@ import os
 import pytest
 
 from jaxthesis import cli
-from jaxthesis.experiments import naf_common as nc
+from jaxthesis.experiments.naf import _common as nc
 
 
 def test_commands_registered_and_bad_arguments_rejected(capsys):

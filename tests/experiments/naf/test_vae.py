@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxthesis import cli
-from jaxthesis.experiments import naf_vae
+from jaxthesis.experiments.naf import vae as naf_vae
 
 # XLA's CPU backend at optimization level 0 compiles about twice as fast, same results.
 _jit = functools.partial(jax.jit, compiler_options={

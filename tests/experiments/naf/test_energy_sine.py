@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxthesis.experiments import naf_common as nc
-from jaxthesis.experiments import naf_energy, naf_sine
+from jaxthesis.experiments.naf import _common as nc
+from jaxthesis.experiments.naf import energy as naf_energy
+from jaxthesis.experiments.naf import sine as naf_sine
 
 # ------------------------------------------------------------------- confined energies
 

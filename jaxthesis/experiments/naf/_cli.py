@@ -11,31 +11,31 @@ import dataclasses
 import importlib
 import os
 
-from jaxthesis.experiments import common
+from jaxthesis.experiments import _common as common
 
 # command -> (module, help, thesis reference)
 EXPERIMENTS = {
-    "grid": ("jaxthesis.experiments.naf_grid",
+    "grid": ("jaxthesis.experiments.naf.grid",
              "MAF fits of 2-D Gaussian grids (Fig 9.6)",
              {"figure": "9.6", "expected": "affine collapses to few modes; DSF/DDSF "
                                            "recover the grid"}),
-    "energy": ("jaxthesis.experiments.naf_energy",
+    "energy": ("jaxthesis.experiments.naf.energy",
                "IAF reverse-KL fits of the four 2-D energies (Fig 9.1)",
                {"figure": "9.1", "expected": "IAF-DSF fits the multimodal energies that "
                                              "IAF-affine misses"}),
-    "sine": ("jaxthesis.experiments.naf_sine",
+    "sine": ("jaxthesis.experiments.naf.sine",
              "DSF posterior over a sine wave's frequency (Fig 9.8)",
              {"figure": "9.8", "expected": "posterior modes near f = 0, 0.6, 1.2, 1.8"}),
-    "convergence": ("jaxthesis.experiments.naf_convergence",
+    "convergence": ("jaxthesis.experiments.naf.convergence",
                     "learning curves over 16 vmapped seeds (Fig 9.7)",
                     {"figure": "9.7", "expected": "DSF/DDSF converge faster and lower than "
                                                   "6-layer affine, MAF- and IAF-style"}),
-    "vae": ("jaxthesis.experiments.naf_vae",
+    "vae": ("jaxthesis.experiments.naf.vae",
             "VAE on binarized MNIST: Gaussian vs IAF-affine vs IAF-DSF posteriors (Table 9.I)",
             {"table": "9.I", "expected": "-ELBO and -log p(x): IAF-DSF <= IAF-affine <= "
                                          "Gaussian (thesis 81.92/79.86, 82.25/80.05, "
                                          "85.00/81.66 nats on full MNIST)"}),
-    "uci": ("jaxthesis.experiments.naf_uci",
+    "uci": ("jaxthesis.experiments.naf.uci",
             "MAF-affine(5) vs MAF-DDSF(5) density estimation (Table 9.II)",
             {"table": "9.II", "expected": "MAF-DDSF(5) test LL above MAF-affine(5) on "
                                           "every dataset"}),

@@ -25,8 +25,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import common
-from jaxthesis.experiments import naf_common as nc
+from jaxthesis.experiments import _common as common
+from jaxthesis.experiments.naf import _common as nc
 
 DATASETS = ("standin", "power", "gas", "hepmass", "miniboone", "bsds300")
 

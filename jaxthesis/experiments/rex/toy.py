@@ -5,7 +5,7 @@ import dataclasses
 import os
 from typing import Any
 
-from jaxthesis.experiments import common
+from jaxthesis.experiments import _common as common
 
 
 @dataclasses.dataclass(frozen=True)

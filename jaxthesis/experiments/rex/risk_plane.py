@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import common, rex_runs
+from jaxthesis.experiments import _common as common
+from jaxthesis.experiments.rex import _sweeps as rex_runs
 
 BETAS = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 

@@ -1,0 +1,1 @@
+"""Chapter-9 (neural autoregressive flows) studies."""
