@@ -276,11 +276,8 @@ def _check_finite(loss_hist: dict[str, np.ndarray], start: int, stop: int) -> No
 
 
 def _progress_bar(total: int, description: str, enabled: bool, initial: int):
-  if not enabled:
-    return None
-  from tqdm.auto import tqdm
-  return tqdm(total=total, initial=initial, desc=description, unit="step", file=sys.stderr,
-              dynamic_ncols=True, leave=False)
+  from jaxthesis._progress import progress_bar
+  return progress_bar(total, description, enabled, initial)
 
 
 def _open_checkpoint(directory: str, fingerprint: Any, num_restarts: int, total: int,
