@@ -23,6 +23,8 @@ LABEL_NOISE = 0.25
 TRAIN_COLOR_FLIPS = (0.2, 0.1)
 TEST_COLOR_FLIP = 0.9
 NUM_PIXELS = 14 * 14
+# How label noise and colours are drawn: once per restart (the paper) or every step.
+NOISE_PROTOCOLS = ("fixed", "population")
 
 
 class ColoredMNIST(NamedTuple):
