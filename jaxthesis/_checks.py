@@ -70,3 +70,11 @@ def check_scalar(name: str, x: Any, *, positive: bool = False, finite: bool = Tr
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
   if value not in choices:
     raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def check_callable(name: str, fn: Any, *, optional: bool = False) -> None:
+  """Rejects a non-callable `fn` (None too, unless `optional`) with a TypeError naming it."""
+  if fn is None and optional:
+    return
+  if not callable(fn):
+    raise TypeError(f"{name} must be callable, got {type(fn).__name__} {fn!r:.60}")

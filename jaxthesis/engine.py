@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxthesis import _checks
 from jaxthesis.typing import Array, PRNGKey, PyTree
 
 InitFn = Callable[[PRNGKey, PyTree, PyTree], PyTree]
@@ -38,7 +39,13 @@ StepFn = Callable[[PyTree, Array, PRNGKey, PyTree, PyTree],
 EvalFn = Callable[[PyTree, PyTree, PyTree], dict[str, Array]]
 
 
-class Task(NamedTuple):
+class _TaskFields(NamedTuple):
+  init: InitFn
+  step: StepFn
+  evaluate: Optional[EvalFn] = None
+
+
+class Task(_TaskFields):
   """One training run as pure functions; the Runner vmaps them over restarts.
 
   Attributes:
@@ -48,10 +55,21 @@ class Task(NamedTuple):
       for finiteness. `metrics` maps names to scalars recorded every step.
     evaluate: optional `(state, hparams, data) -> {name: scalar}`, run every
       `eval_every` steps (before that step's update) and once after the last step.
+
+  Each field is checked to be callable when the Task is built (TypeError naming it).
   """
-  init: InitFn
-  step: StepFn
-  evaluate: Optional[EvalFn] = None
+  __slots__ = ()
+
+  def __new__(cls, *args, **kwargs):
+    task = super().__new__(cls, *args, **kwargs)
+    _check_task_fields(task)
+    return task
+
+
+def _check_task_fields(task: "Task") -> None:
+  _checks.check_callable("task.init", task.init)
+  _checks.check_callable("task.step", task.step)
+  _checks.check_callable("task.evaluate", task.evaluate, optional=True)
 
 
 class History(NamedTuple):
@@ -102,6 +120,7 @@ class Runner:
                description: str = "train", devices=None):
     if not isinstance(task, Task):
       raise TypeError(f"task must be a jaxthesis.engine.Task, got {type(task).__name__}")
+    _check_task_fields(task)  # a Task rebuilt with `_replace` skips `Task.__new__`
     if not isinstance(num_steps, int) or num_steps < 1:
       raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):

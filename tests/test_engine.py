@@ -152,6 +152,22 @@ def test_bad_arguments_are_named():
     runner.run(jnp.zeros((2, 3), jnp.uint32), jnp.ones(2), TARGET)
 
 
+@pytest.mark.parametrize("field", ["init", "step", "evaluate"])
+def test_task_fields_must_be_callable(field):
+  """A non-callable field is named when the Task is built, and again by the Runner when a
+  Task was rebuilt with `_replace` (which bypasses the constructor)."""
+  task = quadratic_task()
+  with pytest.raises(TypeError, match=f"task.{field} must be callable, got str"):
+    engine.Task(**{**task._asdict(), field: "not a function"})
+  with pytest.raises(TypeError, match=f"task.{field} must be callable, got int"):
+    engine.Runner(task._replace(**{field: 3}), 3, progress=False)
+  if field == "evaluate":
+    assert engine.Task(task.init, task.step).evaluate is None  # optional, may be None
+  else:
+    with pytest.raises(TypeError, match=f"task.{field} must be callable, got NoneType"):
+      engine.Task(**{**task._asdict(), field: None})
+
+
 MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import os, sys, json
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
