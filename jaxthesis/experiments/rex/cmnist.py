@@ -1,20 +1,19 @@
-"""Colored MNIST with ERM, IRMv1, V-REx, MM-REx, RI, GroupDRO and the grayscale oracle.
+"""`jaxthesis rex cmnist`: Colored MNIST with ERM, IRMv1, V-REx, MM-REx, RI, GroupDRO and
+the grayscale oracle (Table 5.II of the thesis, 5.4.1).
 
-Reproduces Table 5.II of the thesis (5.4.1). `run(config)` trains every method with all
-restarts as one vmapped, scanned program per method and returns the results dict that
-`jaxthesis rex cmnist` prints and writes to `results.json`.
+`run(config)` trains every method with all restarts as one vmapped, scanned program per
+method; `save`/`plot`/`table` follow the study contract of `jaxthesis.experiments.registry`.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
 from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import _common as common
+from jaxthesis.experiments import _cli, _config, _plots, _results
 
 # Table 5.II of the thesis: train / test accuracy (%), mean ± std over restarts.
 TABLE_5_II = {
@@ -29,7 +28,6 @@ METHOD_NAMES = {"erm": "ERM", "irm": "IRMv1", "vrex": "V-REx", "mmrex": "MM-REx"
                 "groupdro": "GroupDRO", "grayscale": "Grayscale oracle"}
 ALL_METHODS = tuple(METHOD_NAMES)
 DEFAULT_METHODS = ("erm", "irm", "vrex", "mmrex", "ri", "grayscale")
-NOISE_PROTOCOLS = ("fixed", "population")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,84 +59,119 @@ METHOD_HPARAMS = {
 }
 
 
+REFERENCE = {
+    "source": "Table 5.II",
+    "expected": "ERM and RI use the colour and fail on the reversed test domain; V-REx and "
+                "IRMv1 approach the grayscale oracle (full MNIST, fixed noise)",
+    **{m: {k: {"mean": v[0], "std": v[1]} for k, v in TABLE_5_II[m].items()}
+       for m in TABLE_5_II},
+}
+
+
 @dataclasses.dataclass(frozen=True)
-class CMNISTConfig:
+class Config:
+  """Every number of a `jaxthesis rex cmnist` run (results.json records what ran)."""
   data: str = "auto"                # auto | builtin | tfds
   data_dir: Optional[str] = None
   noise: Optional[str] = None       # fixed | population; None: population on built-in data, fixed on TFDS
   methods: tuple = DEFAULT_METHODS
   restarts: int = 10
   seed: int = 0
-  out: str = "runs/rex_cmnist"
-  quick: bool = False
-  progress: bool = True
-  checkpoint: bool = True
   irm_estimator: str = "biased"
   reset_optimizer_at_anneal: bool = False
   eval_every: int = 10
-  plots: bool = True
+  num_train: Optional[int] = None   # digits of the training pool used (None: all)
+  num_test: Optional[int] = None    # test digits used (None: all)
+  step_fraction: float = 1.0        # each method's steps and anneal step, scaled
+  chunk_size: int = 50              # steps per compiled chunk (progress, checkpoints)
 
-  def validate(self) -> None:
+  def __post_init__(self):
     from jaxthesis.data import SOURCES
-    if self.data not in SOURCES:
-      raise common.UsageError(f"--data must be one of {', '.join(SOURCES)}; got {self.data!r}")
-    if self.noise is not None and self.noise not in NOISE_PROTOCOLS:
-      raise common.UsageError(f"--noise must be fixed or population; got {self.noise!r}")
-    if not self.methods:
-      raise common.UsageError("--methods is empty")
-    unknown = [m for m in self.methods if m not in ALL_METHODS]
-    if unknown:
-      raise common.UsageError(f"--methods: unknown {unknown}; choose from {','.join(ALL_METHODS)}")
-    if not isinstance(self.restarts, int) or self.restarts < 1:
-      raise common.UsageError(f"--restarts must be >= 1, got {self.restarts}")
-    if not isinstance(self.seed, int) or self.seed < 0:
-      raise common.UsageError(f"--seed must be >= 0, got {self.seed}")
-    if self.data_dir is not None and not os.path.isdir(self.data_dir):
-      raise common.UsageError(f"--data-dir {self.data_dir!r} does not exist")
-    if self.eval_every < 1:
-      raise common.UsageError(f"eval_every must be >= 1, got {self.eval_every}")
+    from jaxthesis.rex.colored_mnist import NOISE_PROTOCOLS
+    _config.one_of(self, "data", SOURCES)
+    if self.noise is not None:
+      _config.one_of(self, "noise", NOISE_PROTOCOLS)
+    _config.names(self, "methods", ALL_METHODS)
+    _config.integer(self, "restarts", 1)
+    _config.integer(self, "seed", 0)
+    _config.one_of(self, "irm_estimator", ("biased", "unbiased"))
+    _config.integer(self, "eval_every", 1)
+    _config.integer(self, "chunk_size", 1)
+    for field in ("num_train", "num_test"):
+      if getattr(self, field) is not None:
+        _config.integer(self, field, 10)
+    _config.number(self, "step_fraction", 0.0, 1.0, strict=True)
+    _config.directory(self, "data_dir")
 
 
-def method_hparams(method: str, quick: bool) -> MethodHParams:
+def get_config(quick: bool = False, **overrides: Any) -> Config:
+  """The paper's protocol; `quick`: 2 restarts, 1,000 + 500 digits, a tenth of the steps."""
+  base = (Config(restarts=2, num_train=1000, num_test=500, step_fraction=0.1, chunk_size=10)
+          if quick else Config())
+  return _config.replace(base, **overrides)
+
+
+def add_arguments(p) -> None:
+  _cli.add_data_args(p)
+  p.add_argument("--noise", choices=("fixed", "population"), default=None,
+                 help="fixed: label noise and colours drawn once (the paper); population: "
+                      "redrawn every step. Default: population on built-in data, fixed on TFDS")
+  p.add_argument("--methods", type=_cli.name_list("--methods", ALL_METHODS), default=None,
+                 help=f"comma-separated, from {','.join(ALL_METHODS)} "
+                      f"(default {','.join(DEFAULT_METHODS)})")
+  p.add_argument("--restarts", type=_cli.positive_int("--restarts"), default=None,
+                 help="restarts per method (default 10)")
+  p.add_argument("--irm-estimator", choices=("biased", "unbiased"), default=None)
+  p.add_argument("--reset-optimizer-at-anneal", action="store_const", const=True, default=None,
+                 help="re-initialize Adam when the penalty switches on (DomainBed)")
+
+
+def method_hparams(method: str, step_fraction: float = 1.0,
+                   hidden: Optional[int] = None) -> MethodHParams:
+  """The paper's hyperparameters of `method`, the steps and the anneal step scaled by
+  `step_fraction` (same schedule shape), and an optional width override."""
   hp = METHOD_HPARAMS[method]
-  if quick:  # same schedule shape, a tenth of the steps
-    hp = dataclasses.replace(hp, steps=max(11, hp.steps // 10),
-                             penalty_anneal_iters=hp.penalty_anneal_iters // 10)
+  if step_fraction != 1.0:
+    hp = dataclasses.replace(hp, steps=max(11, int(hp.steps * step_fraction)),
+                             penalty_anneal_iters=int(hp.penalty_anneal_iters * step_fraction))
+  if hidden is not None:
+    hp = dataclasses.replace(hp, hidden=int(hidden))
   return hp
 
 
-def load_domains(config: CMNISTConfig):
-  """Loads digits from the chosen source and builds the Colored-MNIST domains."""
+def load_domains(data: str = "auto", data_dir: Optional[str] = None, seed: int = 0,
+                 num_train: Optional[int] = None, num_test: Optional[int] = None):
+  """`(source, ColoredMNIST)`: digits from the chosen source, as the two training domains
+  and the test domain of 5.4.1."""
   import jax
   from jaxthesis.data import load_mnist, resolve_source
   from jaxthesis.rex import colored_mnist
 
-  source = resolve_source("mnist", config.data, config.data_dir)
+  source = resolve_source("mnist", data, data_dir)
   if source == "tfds":
-    full = load_mnist("train", "tfds", config.data_dir)
+    full = load_mnist("train", "tfds", data_dir)
     if len(full.images) < 60000:
-      raise common.UsageError(f"TFDS mnist train split has {len(full.images)} images, "
-                              "expected 60,000 (first 50,000 train, last 10,000 test)")
+      raise _config.UsageError(f"TFDS mnist train split has {len(full.images)} images, "
+                               "expected 60,000 (first 50,000 train, last 10,000 test)", "data")
     pool = (full.images[:50000], full.labels[:50000])
     test = (full.images[50000:], full.labels[50000:])
   else:
     train, held_out = load_mnist("train", "builtin"), load_mnist("test", "builtin")
     pool, test = (train.images, train.labels), (held_out.images, held_out.labels)
-  if config.quick:  # a smoke run: 1,000 training digits, 500 test digits
-    pool, test = (pool[0][:1000], pool[1][:1000]), (test[0][:500], test[1][:500])
-  shuffle_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-  data = colored_mnist.make_colored_mnist(*pool, *test, shuffle_key=shuffle_key)
-  return source, data
+  pool = tuple(a[:num_train] for a in pool)
+  test = tuple(a[:num_test] for a in test)
+  shuffle_key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+  return source, colored_mnist.make_colored_mnist(*pool, *test, shuffle_key=shuffle_key)
 
 
-def train_method(method: str, config: CMNISTConfig, data, noise: str) -> dict[str, Any]:
+def train_method(method: str, config: Config, data, noise: str, *, progress: bool = True,
+                 checkpoint_dir: Optional[str] = None) -> dict[str, Any]:
   """Trains every restart of one method as one compiled program; returns its history."""
   import jax
   from jaxthesis import engine
   from jaxthesis.rex import colored_mnist, train
 
-  hp = method_hparams(method, config.quick)
-  restarts = 2 if config.quick else config.restarts
+  hp = method_hparams(method, config.step_fraction)
   task = train.make_domain_task(
       hp.objective, hidden=hp.hidden, input_dim=196 if hp.grayscale else 392,
       num_domains=int(data.train_digits.shape[0]),
@@ -148,86 +181,74 @@ def train_method(method: str, config: CMNISTConfig, data, noise: str) -> dict[st
       irm_estimator=config.irm_estimator,
       input_transform=colored_mnist.to_grayscale if hp.grayscale else None)
   hparams = train.domain_hparams(
-      restarts, learning_rate=hp.learning_rate, l2_weight=hp.l2_weight,
+      config.restarts, learning_rate=hp.learning_rate, l2_weight=hp.l2_weight,
       penalty_weight=hp.penalty_weight, penalty_anneal_iters=hp.penalty_anneal_iters,
       groupdro_eta=hp.groupdro_eta)
   method_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1 + ALL_METHODS.index(method))
-  keys = jax.random.split(method_key, restarts)
+  keys = jax.random.split(method_key, config.restarts)
   runner = engine.Runner(task, hp.steps, eval_every=min(config.eval_every, hp.steps),
-                         chunk_size=max(1, hp.steps // 5) if config.quick else 50,
-                         progress=config.progress, description=METHOD_NAMES[method])
+                         chunk_size=min(config.chunk_size, hp.steps), progress=progress,
+                         description=METHOD_NAMES[method])
   ckpt = None
-  if config.checkpoint:
-    ckpt = os.path.join(config.out, "checkpoints", f"{method}-{noise}")
+  if checkpoint_dir is not None:
+    ckpt = os.path.join(checkpoint_dir, f"{method}-{noise}")
     if os.path.isdir(os.path.join(ckpt, "checkpoints")) and os.listdir(os.path.join(ckpt, "checkpoints")):
       print(f"  {METHOD_NAMES[method]}: resuming from {ckpt}", file=sys.stderr)
-  fingerprint = {"method": method, "hparams": dataclasses.asdict(hp), "restarts": restarts,
-                 "seed": config.seed, "noise": noise, "irm_estimator": config.irm_estimator,
-                 "reset_optimizer_at_anneal": config.reset_optimizer_at_anneal,
-                 "train_shape": list(data.train_digits.shape)}
+  fingerprint = {"method": method, "hparams": dataclasses.asdict(hp), "config": dataclasses.asdict(config),
+                 "noise": noise, "train_shape": list(data.train_digits.shape)}
   result = runner.run(keys, hparams, data, checkpoint_dir=ckpt, fingerprint=fingerprint)
-  return {"hparams": hp, "restarts": restarts, "history": result.history}
+  return {"hparams": hp, "history": result.history}
 
 
 def summarize(history) -> dict[str, Any]:
+  """Final accuracies (%) per domain, mean and std over restarts, and per restart."""
   final = {k: v[:, -1] for k, v in history.evals.items()}
   out = {}
-  for name in ("train", "test"):
-    out[f"{name}_acc_mean"], out[f"{name}_acc_std"] = common.mean_std(final[f"{name}_acc"], 100)
   for name, values in final.items():
-    if name.endswith("_acc") and name not in ("train_acc", "test_acc"):
-      out[f"{name}_mean"], out[f"{name}_std"] = common.mean_std(values, 100)
+    if name.endswith("_acc"):
+      out[f"{name}_mean"], out[f"{name}_std"] = _results.mean_std(values, 100)
   out["test_acc_per_restart"] = (100 * final["test_acc"]).round(2).tolist()
   out["train_acc_per_restart"] = (100 * final["train_acc"]).round(2).tolist()
   return out
 
 
-def run(config: CMNISTConfig) -> dict[str, Any]:
-  """Runs the experiment; returns the results dict (also written to `out/results.json`)."""
-  config.validate()
-  clock = common.Stopwatch()
-  import jax
-  source, data = load_domains(config)
+def run(config: Config, *, progress: bool = True,
+        checkpoint_dir: Optional[str] = None) -> dict[str, Any]:
+  """Trains every method of `config`; returns the results (see the module docstring)."""
+  clock = _results.Stopwatch()
+  source, data = load_domains(config.data, config.data_dir, config.seed, config.num_train,
+                              config.num_test)
   noise = config.noise or ("population" if source == "builtin" else "fixed")
   print(f"Colored MNIST on {source} data ({int(data.train_mask.sum())} training examples in "
         f"{data.train_mask.shape[0]} domains, {data.test_digits.shape[0]} test); "
         f"noise protocol: {noise}{' (default for ' + source + ' data)' if config.noise is None else ''}; "
-        f"devices: {jax.device_count()} × {jax.devices()[0].platform}", file=sys.stderr)
-  metrics, curves = {}, {}
-  results = {
+        f"devices: {_results.devices()}", file=sys.stderr)
+  metrics, arrays = {}, {}
+  for method in config.methods:
+    trained = train_method(method, config, data, noise, progress=progress,
+                           checkpoint_dir=checkpoint_dir)
+    history = trained["history"]
+    metrics[method] = {**summarize(history), "restarts": config.restarts,
+                       "steps": trained["hparams"].steps}
+    arrays.update({f"{method}/eval_steps": history.eval_steps,
+                   f"{method}/train_acc": history.evals["train_acc"],
+                   f"{method}/test_acc": history.evals["test_acc"],
+                   f"{method}/penalty": history.losses["penalty"],
+                   f"{method}/train_nll": history.metrics["train_nll"]})
+    m = metrics[method]
+    print(f"  {METHOD_NAMES[method]:17s} train {_results.pm(m['train_acc_mean'], m['train_acc_std'])}"
+          f"  test {_results.pm(m['test_acc_mean'], m['test_acc_std'])}", file=sys.stderr)
+  return {
       "experiment": "rex/cmnist", "data": source, "noise": noise,
       "config": {**dataclasses.asdict(config), "noise": noise,
-                 "hparams": {m: dataclasses.asdict(method_hparams(m, config.quick))
+                 "hparams": {m: dataclasses.asdict(method_hparams(m, config.step_fraction))
                              for m in config.methods}},
-      "metrics": metrics,
-      "reference": {"source": "thesis Table 5.II (full MNIST, fixed noise)",
-                    **{m: {k: {"mean": v[0], "std": v[1]} for k, v in TABLE_5_II[m].items()}
-                       for m in config.methods if m in TABLE_5_II}},
-      "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
+      "metrics": metrics, "reference": REFERENCE, "devices": _results.devices(),
+      "wall_seconds": clock(), "arrays": arrays,
   }
-  for method in config.methods:
-    trained = train_method(method, config, data, noise)
-    history = trained["history"]
-    metrics[method] = summarize(history)
-    metrics[method]["restarts"] = trained["restarts"]
-    metrics[method]["steps"] = trained["hparams"].steps
-    curves[method] = {
-        "eval_steps": history.eval_steps,
-        "train_acc": history.evals["train_acc"], "test_acc": history.evals["test_acc"],
-        "penalty": history.losses["penalty"], "train_nll": history.metrics["train_nll"]}
-    m = metrics[method]
-    print(f"  {METHOD_NAMES[method]:17s} train {common.pm(m['train_acc_mean'], m['train_acc_std'])}"
-          f"  test {common.pm(m['test_acc_mean'], m['test_acc_std'])}", file=sys.stderr)
-    # Written after every method, so a long run that is stopped keeps what it finished.
-    results["wall_seconds"] = clock()
-    common.write_results(config.out, experiment=results["experiment"], data=source,
-                         config=results["config"], metrics=metrics,
-                         reference=results["reference"], wall_seconds=results["wall_seconds"],
-                         noise=noise, devices=results["devices"],
-                         complete=len(metrics) == len(config.methods))
-  if config.plots:
-    results["plots"] = plot(curves, metrics, config.out, f"{source} data, {noise} noise")
-  return results
+
+
+save = _results.save
 
 
 def table(results: dict[str, Any]) -> str:
@@ -235,62 +256,53 @@ def table(results: dict[str, Any]) -> str:
   for method, m in results["metrics"].items():
     ref = TABLE_5_II.get(method)
     rows.append([METHOD_NAMES[method],
-                 common.pm(m["train_acc_mean"], m["train_acc_std"]),
-                 common.pm(m["test_acc_mean"], m["test_acc_std"]),
-                 common.pm(*ref["train_acc"]) if ref else "-",
-                 common.pm(*ref["test_acc"]) if ref else "-",
+                 _results.pm(m["train_acc_mean"], m["train_acc_std"]),
+                 _results.pm(m["test_acc_mean"], m["test_acc_std"]),
+                 _results.pm(*ref["train_acc"]) if ref else "-",
+                 _results.pm(*ref["test_acc"]) if ref else "-",
                  m["restarts"]])
   head = (f"Colored MNIST ({results['data']} data, {results['noise']} noise); accuracy %, "
           f"mean ± std over restarts; thesis = Table 5.II")
-  return head + "\n" + common.format_table(
+  return head + "\n" + _results.format_table(
       ["method", "train acc", "test acc", "thesis train", "thesis test", "restarts"], rows)
 
 
-def plot(curves, metrics, out_dir: str, subtitle: str) -> list[str]:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  paths = []
+def plot(out: str) -> list[str]:
+  """Training curves and per-domain accuracy, from the saved results."""
+  results, arrays = _results.load(out)
+  metrics = results["metrics"]
+  subtitle = f"{results['data']} data, {results['noise']} noise"
+  plt = _plots.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-  for method, c in curves.items():
+  for method in metrics:
     for ax, key in zip(axes, ("train_acc", "test_acc")):
-      mean, std = 100 * c[key].mean(0), 100 * c[key].std(0)
-      line, = ax.plot(c["eval_steps"], mean, label=METHOD_NAMES[method])
-      ax.fill_between(c["eval_steps"], mean - std, mean + std, alpha=0.2, color=line.get_color())
+      values = 100 * arrays[f"{method}/{key}"]
+      mean, std = values.mean(0), values.std(0)
+      steps = arrays[f"{method}/eval_steps"]
+      line, = ax.plot(steps, mean, label=METHOD_NAMES[method])
+      ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
   for ax, title in zip(axes, ("training domains", "test domain")):
-    ax.set_title(f"{title} ({subtitle})", fontsize=9)
+    ax.set_title(f"{title} ({subtitle})")
     ax.set_xlabel("step")
     ax.axhline(75, color="gray", ls=":", lw=1)
-    ax.grid(alpha=0.3)
   axes[0].set_ylabel("accuracy (%)")
-  axes[1].legend(fontsize=8)
-  fig.tight_layout()
-  paths.append(os.path.join(out_dir, "training_curves.png"))
-  fig.savefig(paths[-1], dpi=120)
-  plt.close(fig)
+  axes[1].legend()
+  paths = [_plots.savefig(fig, out, "training_curves.png")]
 
-  domains = sorted(k[:-len("_acc_mean")] for k in next(iter(metrics.values())) if k.startswith("train_")
-                   and k.endswith("_acc_mean") and k != "train_acc_mean")
-  domains = [d for d in domains if d != "train"] + ["test"]
+  first = next(iter(metrics.values()))
+  domains = sorted(k[:-len("_acc_mean")] for k in first
+                   if k.startswith("train_") and k.endswith("_acc_mean") and k != "train_acc_mean")
+  domains += ["test"]
   fig, ax = plt.subplots(figsize=(9, 4))
   width = 0.8 / len(metrics)
   for i, (method, m) in enumerate(metrics.items()):
-    means = [m[f"{d}_acc_mean"] for d in domains]
-    stds = [m[f"{d}_acc_std"] for d in domains]
-    ax.bar(np.arange(len(domains)) + i * width, means, width, yerr=stds, label=METHOD_NAMES[method])
+    ax.bar(np.arange(len(domains)) + i * width, [m[f"{d}_acc_mean"] for d in domains], width,
+           yerr=[m[f"{d}_acc_std"] for d in domains], label=METHOD_NAMES[method])
   ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2)
   ax.set_xticklabels([d.replace("train_", "train domain ") for d in domains])
   ax.set_ylabel("accuracy (%)")
-  ax.set_title(f"accuracy per domain ({subtitle})", fontsize=9)
+  ax.set_title(f"accuracy per domain ({subtitle})")
   ax.axhline(75, color="gray", ls=":", lw=1)
-  ax.legend(fontsize=8, ncol=3)
-  fig.tight_layout()
-  paths.append(os.path.join(out_dir, "accuracy_per_domain.png"))
-  fig.savefig(paths[-1], dpi=120)
-  plt.close(fig)
+  ax.legend(ncol=3)
+  paths.append(_plots.savefig(fig, out, "accuracy_per_domain.png"))
   return paths
-
-
-def clear_checkpoints(out: str) -> None:
-  shutil.rmtree(os.path.join(out, "checkpoints"), ignore_errors=True)

@@ -1,0 +1,87 @@
+"""Every study of the project, one line each; the CLI and the contract test are built from it.
+
+A study module (`jaxthesis/experiments/<group>/<study>.py`) follows one contract:
+
+* `REFERENCE`: the thesis figure/table it reproduces and the numbers or claim to compare with;
+* `Config`: a frozen dataclass that settles every number and validates itself
+  (`__post_init__`, raising `_config.UsageError` naming `config.<field>`);
+* `get_config(quick=False, **overrides) -> Config` (`quick`: a run of seconds);
+* `run(config, *, progress=True, checkpoint_dir=None) -> results`: writes nothing but
+  checkpoints; `results` has the keys of `_results.SHARED_KEYS` plus `"arrays"`;
+* `save(results, out) -> paths` (results.json + arrays.npz), `plot(out) -> paths` (reads
+  only the saved files), `table(results) -> str`;
+* `add_arguments(parser)`: the study's own options, `dest` = a Config field, default None.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import NamedTuple, Optional
+
+CONTRACT = ("REFERENCE", "Config", "get_config", "run", "save", "plot", "table",
+            "add_arguments")
+
+
+class Study(NamedTuple):
+  group: str     # first word of the command: jaxthesis GROUP COMMAND
+  command: str
+  module: str    # dotted module path
+  help: str
+  smoke: dict = {}  # overrides on top of --quick for the registry test (keep it seconds)
+
+
+GROUPS = {
+    "rex": "Risk Extrapolation (thesis chapter 5, appendix 11.1)",
+    "naf": "Neural autoregressive flows (thesis chapter 9)",
+    "bhn": "Bayesian hypernetworks (thesis chapter 7, appendix 11.2)",
+    "memorization": "Memorization in deep networks (thesis chapter 3)",
+}
+
+_REX, _NAF = "jaxthesis.experiments.rex.", "jaxthesis.experiments.naf."
+STUDIES: tuple[Study, ...] = (
+    Study("rex", "cmnist", _REX + "cmnist",
+          "Colored MNIST: ERM / IRMv1 / V-REx / MM-REx / RI / grayscale (Table 5.II)"),
+    Study("rex", "covariate-shift", _REX + "covariate_shift",
+          "CMNIST with class/digit/colour imbalance (Fig. 5.4, Fig. 11.5)"),
+    Study("rex", "risk-plane", _REX + "risk_plane",
+          "V-REx risk plane on Colored MNIST for several β (Fig. 5.2)"),
+    Study("rex", "sem", _REX + "sem", "linear SEMs of IRM (appendix 11.1.9.2, Table 11.II)"),
+    Study("rex", "toy", _REX + "toy", "toy examples of appendices 11.1.4 and 11.1.5"),
+    Study("rex", "waterfall", _REX + "waterfall",
+          "test accuracy vs the step the penalty switches on (Fig. 11.9)"),
+    Study("rex", "search", _REX + "search",
+          "random hyperparameter search on covariate-shift CMNIST (Fig. 11.7)"),
+    Study("rex", "selection", _REX + "selection",
+          "DomainBed model selection on CMNIST: training-domain, LODO, oracle"),
+    Study("naf", "grid", _NAF + "grid", "MAF fits of 2-D Gaussian grids (Fig. 9.6)"),
+    Study("naf", "energy", _NAF + "energy",
+          "IAF reverse-KL fits of the four 2-D energies (Fig. 9.1)"),
+    Study("naf", "sine", _NAF + "sine", "DSF posterior over a sine wave's frequency (Fig. 9.8)"),
+    Study("naf", "convergence", _NAF + "convergence",
+          "learning curves over 16 vmapped seeds (Fig. 9.7)"),
+    Study("naf", "vae", _NAF + "vae",
+          "VAE on binarized MNIST: Gaussian vs IAF-affine vs IAF-DSF posteriors (Table 9.I)"),
+    Study("naf", "uci", _NAF + "uci",
+          "MAF-affine(5) vs MAF-DDSF(5) density estimation (Table 9.II)"),
+)
+
+
+def find(group: str, command: str) -> Study:
+  for study in STUDIES:
+    if (study.group, study.command) == (group, command):
+      return study
+  raise KeyError(f"no study {group} {command}; registered: "
+                 f"{', '.join(f'{s.group} {s.command}' for s in STUDIES)}")
+
+
+def studies(group: Optional[str] = None) -> tuple[Study, ...]:
+  return tuple(s for s in STUDIES if group is None or s.group == group)
+
+
+def load(study: Study) -> ModuleType:
+  """Imports a study's module and checks that it has everything the contract names."""
+  module = importlib.import_module(study.module)
+  missing = [name for name in CONTRACT if not hasattr(module, name)]
+  if missing:
+    raise AttributeError(f"{study.module} lacks {', '.join(missing)} of the study contract")
+  return module
