@@ -6,7 +6,7 @@ Subpackages:
   data     Datasets from TFDS or from data that installed packages ship.
   engine   The compiled training engine (vmap over restarts, scan over steps).
 """
-from jaxthesis import data, engine, flows, rex
+from jaxthesis import data, engine, flows, nn, rex, sweeps
 from jaxthesis.engine import History, Runner, RunResult, Task
 
 __version__ = "0.1.0"

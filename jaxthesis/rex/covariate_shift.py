@@ -24,7 +24,7 @@ Label noise and colour flips are those of standard Colored MNIST.
 Subsampling (class and digit variants) is part of building the dataset, done eagerly
 once with an explicit key: kept examples are moved to the front of each domain and the
 domains padded to a common size with a 0/1 mask, so that every shift level stacks into
-one array (`jaxthesis.rex.sweeps.stack_data`) and one compiled program trains them all.
+one array (`jaxthesis.sweeps.stack_data`) and one compiled program trains them all.
 """
 from __future__ import annotations
 

@@ -4,16 +4,26 @@ Every function here takes per-domain risks as a vector `risks: f32[m]` (one entr
 training domain), or per-domain predictions stacked as `[m, n, ...]` with a validity
 mask `[m, n]` so that domains of unequal size share one array. Per-domain risks are
 computed with `jax.vmap` over the domain axis, never a Python loop.
+
+Integer arrays: values a gradient is taken through (`logits`, `risks`) must be floating
+point, and integer or bool ones are rejected with a TypeError naming the argument;
+targets, masks and sizes (`labels`, `mask`, `domain_sizes`) may be integer or bool and
+are cast to the floating dtype they meet (see the `jaxthesis.rex` docstring).
+
+`OBJECTIVES` lists the training objectives of the six methods of Table 5.II as
+`Objective` init/update pairs (like optax's `GradientTransformation`); `train.py`
+builds every method's step from it.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxthesis import _checks
-from jaxthesis.typing import Array, ArrayLike
+from jaxthesis.typing import Array, ArrayLike, PyTree
 
 LossFn = Callable[[Array, Array], Array]  # (logits [n, ...], labels [n, ...]) -> loss [n]
 
@@ -24,12 +34,37 @@ def _check_risks(risks: ArrayLike, name: str = "risks") -> None:
   _checks.check_floating(name, risks)
 
 
+def _check_real(name: str, x: Any) -> None:
+  """Targets, masks and sizes: any real number type (bool and integers included)."""
+  dtype = jnp.result_type(x)
+  if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+          or jnp.issubdtype(dtype, jnp.bool_)):
+    raise TypeError(f"{name} must be a real (float, int or bool) array, got dtype {dtype}")
+
+
+def _check_predictions(loss_fn: Any, logits: Any, labels: Any, mask: Any, rank: int) -> None:
+  """The shared checks of the functions taking `(loss_fn, logits, labels, mask)`."""
+  _checks.check_callable("loss_fn", loss_fn)
+  _checks.check_rank("logits", logits, rank)
+  _checks.check_nonempty("logits", logits, axis=rank - 1)
+  _checks.check_floating("logits", logits)
+  _checks.check_same_shape("logits", logits, "labels", labels)
+  _check_real("labels", labels)
+  if mask is not None:
+    _checks.check_same_shape("logits", logits, "mask", mask)
+    _check_real("mask", mask)
+    _checks.check_nonnegative("mask", mask)
+
+
 # --------------------------------------------------------------------------- losses
 
 
 def binary_cross_entropy(logits: Array, labels: Array) -> Array:
   """Elementwise logistic loss `-[y log σ(z) + (1-y) log(1-σ(z))]`, stable in z."""
-  return jnp.logaddexp(0.0, logits) - labels * logits
+  _checks.check_floating("logits", logits)
+  _check_real("labels", labels)
+  logits = jnp.asarray(logits)
+  return jnp.logaddexp(0.0, logits) - jnp.asarray(labels, logits.dtype) * logits
 
 
 def masked_mean(values: Array, mask: Optional[Array]) -> Array:
@@ -53,17 +88,14 @@ def domain_risks(loss_fn: LossFn, logits: ArrayLike, labels: ArrayLike,
   Returns:
     `f32[m]`, the masked mean loss of each domain.
   """
-  _checks.check_rank("logits", logits, 2)
+  _check_predictions(loss_fn, logits, labels, mask, rank=2)
   _checks.check_nonempty("logits", logits)
-  _checks.check_same_shape("logits", logits, "labels", labels)
-  if mask is not None:
-    _checks.check_same_shape("logits", logits, "mask", mask)
-    _checks.check_nonnegative("mask", mask)
-  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels, logits.dtype)
   risk = lambda z, y, m: masked_mean(loss_fn(z, y), m)
   if mask is None:
     return jax.vmap(lambda z, y: risk(z, y, None))(logits, labels)
-  return jax.vmap(risk)(logits, labels, jnp.asarray(mask))
+  return jax.vmap(risk)(logits, labels, jnp.asarray(mask, logits.dtype))
 
 
 # ------------------------------------------------------------------- risk functionals
@@ -80,6 +112,7 @@ def erm(risks: ArrayLike, domain_sizes: Optional[ArrayLike] = None) -> Array:
   if domain_sizes is None:
     return jnp.mean(risks)
   _checks.check_same_shape("risks", risks, "domain_sizes", domain_sizes)
+  _check_real("domain_sizes", domain_sizes)
   _checks.check_nonnegative("domain_sizes", domain_sizes)
   sizes = jnp.asarray(domain_sizes, risks.dtype)
   return jnp.sum(sizes * risks) / jnp.sum(sizes)
@@ -162,13 +195,10 @@ def irmv1_penalty(loss_fn: LossFn, logits: ArrayLike, labels: ArrayLike,
     labels: `[n]` targets.
     mask: optional `[n]` validity mask.
   """
-  _checks.check_rank("logits", logits, 1)
-  _checks.check_nonempty("logits", logits)
-  _checks.check_same_shape("logits", logits, "labels", labels)
-  if mask is not None:
-    _checks.check_same_shape("logits", logits, "mask", mask)
+  _check_predictions(loss_fn, logits, labels, mask, rank=1)
   logits = jnp.asarray(logits)
-  return _scale_gradient(loss_fn, logits, jnp.asarray(labels), mask) ** 2
+  mask = None if mask is None else jnp.asarray(mask, logits.dtype)
+  return _scale_gradient(loss_fn, logits, jnp.asarray(labels, logits.dtype), mask) ** 2
 
 
 def irmv1_penalty_unbiased(loss_fn: LossFn, logits: ArrayLike, labels: ArrayLike,
@@ -179,13 +209,12 @@ def irmv1_penalty_unbiased(loss_fn: LossFn, logits: ArrayLike, labels: ArrayLike
   the squared population gradient as its expectation, unlike `irmv1_penalty`, whose
   square of one estimate is biased upward by its variance.
   """
-  _checks.check_rank("logits", logits, 1)
-  _checks.check_same_shape("logits", logits, "labels", labels)
+  _check_predictions(loss_fn, logits, labels, mask, rank=1)
   if _checks.shape_of(logits)[0] < 2:
     raise ValueError(f"logits needs at least 2 examples to split, got {_checks.shape_of(logits)}")
-  if mask is not None:
-    _checks.check_same_shape("logits", logits, "mask", mask)
-  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels, logits.dtype)
+  mask = None if mask is None else jnp.asarray(mask, logits.dtype)
   halves = [(slice(0, None, 2)), (slice(1, None, 2))]
   grads = [_scale_gradient(loss_fn, logits[h], labels[h], None if mask is None else mask[h])
            for h in halves]
@@ -201,7 +230,9 @@ class GroupDROState(NamedTuple):
 
 
 def groupdro_init(num_domains: int) -> GroupDROState:
-  if not isinstance(num_domains, int) or num_domains < 1:
+  """Uniform weights `q_e = 1/m` over the m training domains."""
+  if not isinstance(num_domains, (int, np.integer)) or isinstance(num_domains, bool) \
+      or num_domains < 1:
     raise ValueError(f"num_domains must be a positive int, got {num_domains!r}")
   return GroupDROState(log_q=jnp.full((num_domains,), -jnp.log(num_domains)))
 
@@ -216,6 +247,9 @@ def groupdro_update(state: GroupDROState, risks: ArrayLike,
   Returns:
     `(loss, new_state)`.
   """
+  if not isinstance(state, GroupDROState):
+    raise TypeError(f"state must be a GroupDROState (from groupdro_init), got "
+                    f"{type(state).__name__}")
   _check_risks(risks)
   _checks.check_same_shape("state.log_q", state.log_q, "risks", risks)
   _checks.check_scalar("step_size", step_size)
@@ -250,3 +284,114 @@ def penalized_loss(base: Array, penalty: Array, weight: Array,
   """
   loss = base + extra + weight * penalty
   return loss / jnp.maximum(weight, 1.0) if rescale else loss
+
+
+# ------------------------------------------------------------------ the method registry
+
+
+class ObjectiveInputs(NamedTuple):
+  """What one training step hands an objective: the domain risks and their inputs."""
+  risks: Array   # f32[m], R_e = masked mean loss of domain e
+  sizes: Array   # f32[m], examples per domain (the mask's row sums)
+  logits: Array  # f32[m, n]
+  labels: Array  # f32[m, n]
+  mask: Array    # f32[m, n], 0/1 validity
+
+
+class ObjectiveTerms(NamedTuple):
+  """The loss of a method is `penalized_loss(base, penalty, w(t))`."""
+  base: Array     # f32[]
+  penalty: Array  # f32[], scaled by the annealed penalty weight w(t)
+
+
+class Objective(NamedTuple):
+  """A training objective over m domains as an init/update pair (optax's shape).
+
+  Attributes:
+    init: `num_domains -> state`, the objective's own state (`()` when it has none,
+      `GroupDROState` for GroupDRO).
+    update: `(inputs: ObjectiveInputs, state, hparams) -> (ObjectiveTerms, state)`.
+      `hparams` are the restart's tunables; an objective reads only the fields it needs
+      (GroupDRO reads `hparams.groupdro_eta`), so they may be traced and vmapped.
+  """
+  init: Callable[[int], PyTree]
+  update: Callable[[ObjectiveInputs, PyTree, Any], tuple[ObjectiveTerms, PyTree]]
+
+
+def _stateless_init(num_domains: int) -> tuple:
+  if not isinstance(num_domains, (int, np.integer)) or isinstance(num_domains, bool) \
+      or num_domains < 1:
+    raise ValueError(f"num_domains must be a positive int, got {num_domains!r}")
+  return ()
+
+
+def _stateless(terms: Callable[[ObjectiveInputs], tuple[Array, Array]]) -> Objective:
+  def update(inputs: ObjectiveInputs, state, hparams=None):
+    return ObjectiveTerms(*terms(inputs)), state
+  return Objective(init=_stateless_init, update=update)
+
+
+def _no_penalty(risks: Array) -> Array:
+  return jnp.zeros((), risks.dtype)
+
+
+ERM = _stateless(lambda inp: (erm(inp.risks, inp.sizes), _no_penalty(inp.risks)))
+"""ERM: the pooled risk (eq 5.3–5.4), no penalty."""
+
+VREX = _stateless(lambda inp: (jnp.mean(inp.risks), variance_penalty(inp.risks)))
+"""V-REx: `mean R + w · Var(R)`, eq 5.8 divided by m (β = m·w)."""
+
+MMREX = _stateless(lambda inp: (jnp.mean(inp.risks), minimax_penalty(inp.risks)))
+"""MM-REx: `mean R + w · (max R − mean R)`, eq 5.7 with `w = 1 − m λ_min`."""
+
+RI = _stateless(lambda inp: (risk_interpolation(inp.risks), _no_penalty(inp.risks)))
+"""Risk interpolation: the worst training risk `max_e R_e` (eq 5.5), no penalty."""
+
+IRM_ESTIMATORS = ("biased", "unbiased")
+
+
+def irm_objective(estimator: str = "biased", loss_fn: LossFn = binary_cross_entropy) -> Objective:
+  """IRMv1: `mean R + w · mean_e ‖∇_{s|s=1} R_e(s · Φ)‖²` (Arjovsky et al., 2019).
+
+  Args:
+    estimator: 'biased' (`irmv1_penalty`, the square of one gradient, as the reference
+      code) or 'unbiased' (`irmv1_penalty_unbiased`, split-batch product).
+    loss_fn: the elementwise loss the risks were computed with.
+  """
+  _checks.check_choice("estimator", estimator, IRM_ESTIMATORS)
+  _checks.check_callable("loss_fn", loss_fn)
+  penalty_fn = irmv1_penalty if estimator == "biased" else irmv1_penalty_unbiased
+
+  def terms(inp: ObjectiveInputs):
+    per_domain = jax.vmap(lambda z, y, k: penalty_fn(loss_fn, z, y, k))(
+        inp.logits, inp.labels, inp.mask)
+    return jnp.mean(inp.risks), jnp.mean(per_domain)
+
+  return _stateless(terms)
+
+
+def _groupdro_objective_update(inputs: ObjectiveInputs, state: GroupDROState, hparams):
+  loss, state = groupdro_update(state, inputs.risks, hparams.groupdro_eta)
+  return ObjectiveTerms(loss, _no_penalty(inputs.risks)), state
+
+
+GROUPDRO = Objective(init=groupdro_init, update=_groupdro_objective_update)
+"""GroupDRO: `Σ_e q_e R_e` with q by exponentiated-gradient ascent (`groupdro_update`)."""
+
+OBJECTIVES: dict[str, Objective] = {
+    "erm": ERM,
+    "irm": irm_objective("biased"),
+    "vrex": VREX,
+    "mmrex": MMREX,
+    "ri": RI,
+    "groupdro": GROUPDRO,
+}
+
+
+def make_objective(method: str, *, irm_estimator: str = "biased") -> Objective:
+  """`OBJECTIVES[method]`, with IRMv1's penalty estimator as asked."""
+  _checks.check_choice("method", method, tuple(OBJECTIVES))
+  _checks.check_choice("irm_estimator", irm_estimator, IRM_ESTIMATORS)
+  if method == "irm":
+    return irm_objective(irm_estimator)
+  return OBJECTIVES[method]

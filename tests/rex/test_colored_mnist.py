@@ -83,14 +83,24 @@ def test_erm_learns_the_colour_and_fails_at_test(builtin):
 def test_method_objectives_follow_the_table():
   from jaxthesis.rex import objectives as obj
   risks, sizes = jnp.array([0.4, 0.9]), jnp.array([3.0, 1.0])
-  dro = obj.groupdro_init(2)
-  pen = jnp.array([0.1, 0.3])
-  terms = {m: train.objective_terms(m, risks, sizes, pen, dro, 0.1)[:2] for m in train.METHODS}
+  # IRMv1's per-domain penalties from logits: (mean((σ(z) - y) z))² per domain (closed form).
+  logits = jnp.array([[0.5, -1.0, 2.0, 0.0], [1.5, 0.3, -0.7, 0.2]])
+  labels = jnp.array([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+  mask = jnp.ones_like(logits)
+  inputs = obj.ObjectiveInputs(risks=risks, sizes=sizes, logits=logits, labels=labels, mask=mask)
+  hp = train.domain_hparams(1, learning_rate=1e-3, l2_weight=0.0, groupdro_eta=0.1)
+  hp = jax.tree_util.tree_map(lambda a: a[0], hp)
+  terms = {m: obj.OBJECTIVES[m].update(inputs, obj.OBJECTIVES[m].init(2), hp)[0]
+           for m in train.METHODS}
   np.testing.assert_allclose(terms["erm"], [(0.4 * 3 + 0.9) / 4, 0.0], rtol=1e-6)
-  np.testing.assert_allclose(terms["irm"], [0.65, 0.2], rtol=1e-6)
+  irm_closed = jnp.mean(jnp.mean((jax.nn.sigmoid(logits) - labels) * logits, axis=1) ** 2)
+  np.testing.assert_allclose(terms["irm"], [0.65, irm_closed], rtol=1e-5)
   np.testing.assert_allclose(terms["vrex"], [0.65, 0.0625], rtol=1e-6)
   np.testing.assert_allclose(terms["mmrex"], [0.65, 0.25], rtol=1e-6)
   np.testing.assert_allclose(terms["ri"], [0.9, 0.0], rtol=1e-6)
+  # GroupDRO, one step from uniform weights: q ∝ exp(η R), loss Σ q R.
+  q = jax.nn.softmax(0.1 * risks)
+  np.testing.assert_allclose(terms["groupdro"], [jnp.sum(q * risks), 0.0], rtol=1e-6)
   # mean + (1 - mλ)(max - mean) is MM-REx at λ = (1 - w)/m
   w = 91257.186
   np.testing.assert_allclose(terms["mmrex"][0] + w * terms["mmrex"][1],

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxthesis.rex import colored_mnist, covariate_shift as cs, sweeps, train
+from jaxthesis import sweeps
+from jaxthesis.rex import colored_mnist, covariate_shift as cs, train
 
 
 def _binomial_ok(kept: np.ndarray, rate: float, sigmas: float = 4.0) -> bool:

@@ -63,7 +63,8 @@ def train_method(method: str, config: ShiftConfig, levels, noise: str):
   """All levels × restarts of one method as one program; returns final evals [P, R]."""
   import jax
   from jaxthesis import engine
-  from jaxthesis.rex import colored_mnist, covariate_shift as cs, sweeps, train
+  from jaxthesis import sweeps
+  from jaxthesis.rex import colored_mnist, covariate_shift as cs, train
 
   hp = rex_runs.method_hparams(method, config.quick, config.hidden)
   num_levels, restarts = len(config.levels), config.restarts

@@ -90,7 +90,8 @@ def train_bucket(method: str, width: int, width_limit: int, config: SearchConfig
   """Every configuration of one width bucket at every level: final accuracies [C, P]."""
   import jax
   from jaxthesis import engine
-  from jaxthesis.rex import covariate_shift as cs, search, sweeps
+  from jaxthesis import sweeps
+  from jaxthesis.rex import covariate_shift as cs, search
 
   c = len(configs["hidden"])
   grid = {k: np.repeat(v, num_levels) for k, v in configs.items()}  # config-major
@@ -117,7 +118,8 @@ def run(config: SearchConfig) -> dict[str, Any]:
   config.validate()
   clock = common.Stopwatch()
   import jax
-  from jaxthesis.rex import covariate_shift as cs, search, sweeps
+  from jaxthesis import sweeps
+  from jaxthesis.rex import covariate_shift as cs, search
 
   source, base = rex_runs.load_cmnist(config.data, config.data_dir, config.seed)
   noise = rex_runs.resolve_noise(config.noise, source)

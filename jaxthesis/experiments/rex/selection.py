@@ -90,7 +90,8 @@ def _train(method, configs, datasets, num_domains, config, noise, key, buckets, 
   """Configs × datasets (config-major) for every bucket; returns evals {name: [C, D, K]}."""
   import jax
   from jaxthesis import engine
-  from jaxthesis.rex import search, selection, sweeps
+  from jaxthesis import sweeps
+  from jaxthesis.rex import search, selection
 
   stacked = sweeps.stack_data(datasets)
   d = len(datasets)

@@ -1,4 +1,4 @@
-"""Putting experiment axes on the engine's restart axis (thesis 5.4, appendix 11.1.9).
+"""Putting experiment axes on the engine's restart axis, for any `engine.Task`.
 
 The engine (`jaxthesis.engine`) vmaps one key and one hyperparameter pytree per restart,
 and shares one data pytree between restarts. Two task combinators widen what a restart
@@ -7,8 +7,10 @@ may vary, so that a whole sweep stays one compiled program:
 * `index_data`: the data is a stack of datasets `[D, ...]` (shift levels, held-out
   splits, left-out domains) and each restart picks one with an integer `data_index`;
 * `with_step_limit`: each restart stops updating after its own number of steps, so
-  configurations with different step counts (the random search of appendix 11.1.9.1)
-  share one scan of `max(num_steps)` steps and end exactly as if run alone.
+  configurations with different step counts (e.g. the random search of appendix
+  11.1.9.1) share one scan of `max(num_steps)` steps and end exactly as if run alone.
+
+Nothing here knows about a particular training problem.
 """
 from __future__ import annotations
 

@@ -1,10 +1,13 @@
-"""Small flax modules shared by experiments."""
+"""The ReLU MLP of the Colored-MNIST experiments and the L2 norm of its parameters."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from jaxthesis.typing import Array, PyTree
 
 
 class MLP(nn.Module):
@@ -25,7 +28,6 @@ class MLP(nn.Module):
     return dense(self.out)(x)
 
 
-def squared_norm(params) -> jnp.ndarray:
+def squared_norm(params: PyTree) -> Array:
   """`Σ ‖θ‖²` over every leaf: the L2 term of the reference code (biases included)."""
-  import jax
   return sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))

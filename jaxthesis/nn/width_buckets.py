@@ -1,0 +1,42 @@
+"""Grouping network widths into a few padded widths, so a width sweep is a few programs.
+
+A sweep over hidden widths (the random search of appendix 11.1.9.1, a capacity study)
+changes array shapes, so it cannot be vmapped as it stands. Each width h is rounded up
+to its *bucket*, the next point of a geometric grid, and trained in a network of the
+bucket's width with the surplus units masked (`jaxthesis.nn.masked_mlp`); one compiled
+program then trains every width of a bucket.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def bucket_width(hidden, per_octave: int = 2) -> np.ndarray:
+  """The padded width of each configuration: the smallest `ceil(2^(j/per_octave)) >= h`.
+
+  With `per_octave = 2` the padding wastes at most a factor √2 in width (2 in the
+  hidden-to-hidden layer's cost).
+
+  Args:
+    hidden: positive ints, any shape: the true widths.
+    per_octave: grid points per doubling of the width.
+
+  Returns:
+    `i32` array of the shape of `hidden`, each entry `>= hidden`.
+  """
+  h = np.asarray(hidden)
+  if not np.issubdtype(h.dtype, np.integer) or np.any(h < 1):
+    raise ValueError(f"hidden must hold positive ints, got {h}")
+  if not isinstance(per_octave, (int, np.integer)) or isinstance(per_octave, bool) \
+      or per_octave < 1:
+    raise ValueError(f"per_octave must be a positive int, got {per_octave!r}")
+  j = np.ceil(per_octave * np.log2(h) - 1e-9)
+  width = np.ceil(2.0 ** (j / per_octave)).astype(np.int64)
+  width = np.where(width < h, np.ceil(2.0 ** ((j + 1) / per_octave)), width)
+  return width.astype(np.int32)
+
+
+def group_by_bucket(hidden, per_octave: int = 2) -> dict[int, np.ndarray]:
+  """`{bucket width: indices of the configurations in it}`, widths ascending."""
+  widths = bucket_width(hidden, per_octave)
+  return {int(w): np.flatnonzero(widths == w) for w in np.unique(widths)}
