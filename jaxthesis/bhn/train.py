@@ -1,0 +1,121 @@
+"""Training a `Method` with the shared engine: minibatch SGD on its loss, KL annealed.
+
+`make_task(method, ...)` returns an `engine.Task` (restarts vmapped, steps scanned by the
+`Runner`). Data is `{"x": [N, ...], "y": [N]}` (plus whatever `evaluate` reads); epoch e
+visits the examples in the order `permutation(fold_in(key, e))`; the KL weight of epoch e
+is `objectives.kl_annealing(e, num_epochs)` (w = min(1, 0.001 + e / (E / 2))). Adam with
+gradient-norm clipping, as in Section 7.4.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxthesis import engine
+from jaxthesis.bhn.methods import Method
+from jaxthesis.bhn.objectives import kl_annealing
+from jaxthesis.typing import Array, Params, PRNGKey
+
+
+class TrainState(NamedTuple):
+  params: Params
+  opt_state: Any
+  data_key: PRNGKey  # orders the minibatches
+
+
+def _check_positive(name: str, value) -> int:
+  if not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}")
+  return int(value)
+
+
+def make_task(method: Method, *, num_train: int, batch_size: int, num_epochs: int,
+              learning_rate: float = 1e-3, clip_norm: float = 10.0, anneal: bool = True,
+              init_size: int = 100,
+              evaluate: Optional[Callable[[Params, Any], dict[str, Array]]] = None) -> engine.Task:
+  """An `engine.Task` training `method` on `data["x"], data["y"]`.
+
+  Args:
+    method: the `Method`.
+    num_train: N, the number of training examples in `data` (the ELBO's divisor).
+    batch_size: minibatch size (<= N); an epoch is `N // batch_size` steps.
+    num_epochs: E, used by the annealing (run the Runner for `E * steps_per_epoch` steps).
+    learning_rate: Adam's step size (> 0).
+    clip_norm: global gradient-norm clip (> 0).
+    anneal: anneal the KL weight (else w = 1).
+    init_size: examples of the first minibatch used by the data-dependent initialization.
+    evaluate: optional `(params, data) -> {name: scalar}` for the Runner's evaluations.
+
+  Returns:
+    The `Task`; `steps_per_epoch(num_train, batch_size)` gives the steps of one epoch.
+  """
+  if not isinstance(method, Method):
+    raise TypeError(f"method must be a Method, got {type(method).__name__}")
+  num_train = _check_positive("num_train", num_train)
+  batch_size = _check_positive("batch_size", batch_size)
+  num_epochs = _check_positive("num_epochs", num_epochs)
+  init_size = _check_positive("init_size", init_size)
+  if batch_size > num_train:
+    raise ValueError(f"batch_size must be <= num_train ({num_train}), got {batch_size}")
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+  if not clip_norm > 0:
+    raise ValueError(f"clip_norm must be > 0, got {clip_norm!r}")
+  spe = steps_per_epoch(num_train, batch_size)
+  optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+
+  def init(key, hparams, data):
+    del hparams
+    init_key, data_key = jax.random.split(key)
+    first = jax.random.permutation(jax.random.fold_in(data_key, 0), num_train)[:init_size]
+    params = method.init(init_key, data["x"][first])
+    return TrainState(params, optimizer.init(params), data_key)
+
+  def step(state, step, key, hparams, data):
+    del hparams
+    epoch = step // spe
+    order = jax.random.permutation(jax.random.fold_in(state.data_key, epoch), num_train)
+    idx = jax.lax.dynamic_slice(order, ((step % spe) * batch_size,), (batch_size,))
+    x, y = data["x"][idx], data["y"][idx]
+    weight = kl_annealing(epoch, num_epochs) if anneal else jnp.ones(())
+    (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
+        state.params, key, x, y, weight, num_train)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return (state._replace(params=params, opt_state=opt_state),
+            {"loss": loss, "nll": aux["nll"], "kl": aux["kl"]}, {"kl_weight": weight})
+
+  task_eval = None
+  if evaluate is not None:
+    task_eval = lambda state, hparams, data: evaluate(state.params, data)
+  return engine.Task(init, step, task_eval)
+
+
+def steps_per_epoch(num_train: int, batch_size: int) -> int:
+  """`N // batch_size` (the last partial minibatch of an epoch is dropped)."""
+  return max(1, _check_positive("num_train", num_train) // _check_positive("batch_size", batch_size))
+
+
+def fit(method: Method, key: PRNGKey, data: dict, *, num_epochs: int, batch_size: int,
+        num_restarts: int = 1, learning_rate: float = 1e-3, clip_norm: float = 10.0,
+        anneal: bool = True, init_size: int = 100, evaluate=None, progress: bool = False,
+        description: str = "train", checkpoint_dir: Optional[str] = None,
+        fingerprint: Any = None) -> engine.RunResult:
+  """Trains `num_restarts` independent copies (a vmap axis) for `num_epochs` epochs.
+
+  Returns the engine's `RunResult`; `result.state.params` has a leading restart axis.
+  """
+  num_train = int(np.shape(data["x"])[0])
+  num_restarts = _check_positive("num_restarts", num_restarts)
+  task = make_task(method, num_train=num_train, batch_size=batch_size, num_epochs=num_epochs,
+                   learning_rate=learning_rate, clip_norm=clip_norm, anneal=anneal,
+                   init_size=min(init_size, num_train), evaluate=evaluate)
+  steps = num_epochs * steps_per_epoch(num_train, batch_size)
+  runner = engine.Runner(task, steps, progress=progress, description=description,
+                         eval_every=max(1, steps // 10) if evaluate is not None else None)
+  keys = jax.random.split(key, num_restarts)
+  return runner.run(keys, None, data, checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)
