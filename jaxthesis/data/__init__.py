@@ -9,3 +9,4 @@ from jaxthesis.data.sources import (
     resolve_source,
     tfds_is_prepared,
 )
+from jaxthesis.data.uci import TABULAR_DATASETS, TABULAR_LAYOUT, TabularSplits, load_tabular
