@@ -172,3 +172,62 @@ def test_sweep_wrappers_on_eight_simulated_devices_match_one_device():
                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert '"devices": [8]' in out.stdout
+
+
+def _flax_params_of(masked_params, hidden):
+  """The `train.mlp_model` (flax MLP) parameters equal to the first `hidden` units of a
+  masked-width MLP."""
+  (w1, b1), (w2, b2), (w3, b3) = masked_params
+  layers = [(w1[:, :hidden], b1[:hidden]), (w2[:hidden, :hidden], b2[:hidden]),
+            (w3[:hidden], b3)]
+  return {"params": {f"Dense_{i}": {"kernel": w, "bias": b} for i, (w, b) in enumerate(layers)}}
+
+
+@pytest.mark.parametrize("method", ["irm", "groupdro"])  # a penalty term; an objective state
+def test_search_task_equals_the_domain_task(method):
+  """One configuration (width 5 in a bucket of 8) through the search task equals the same
+  configuration through `train.make_domain_task` with the flax MLP started from the same
+  weights: losses, per-domain metrics, evaluations and final weights, with the unbiased
+  IRMv1 estimator and the optimizer reset at the anneal step switched on."""
+  from jaxthesis.nn import masked_mlp_init
+  from jaxthesis.rex import train
+
+  hidden, steps, anneal = 5, 6, 3
+  options = dict(num_domains=2, sample_train=_sample_train, sample_eval=_sample_eval,
+                 population=True, reset_optimizer_at_anneal=True, irm_estimator="unbiased")
+  searched = search.make_search_task(method, width=WIDTH, width_limit=LIMIT, input_dim=D_IN,
+                                     **options)
+  plain = train.make_domain_task(method, hidden=hidden, input_dim=D_IN, **options)
+  plain_init = plain.init
+
+  def init_like_search(key, hp, data):  # same weights: the narrow slice of the masked init
+    state = plain_init(key, hp, data)
+    model_key, _ = jax.random.split(key)
+    narrow = masked_mlp_init(model_key, D_IN, hidden, hidden, width_limit=LIMIT)
+    return state._replace(params=_flax_params_of(narrow, hidden))
+
+  plain = plain._replace(init=init_like_search)
+  configs = {"hidden": np.array([hidden, hidden], np.int32), "learning_rate": np.array([2e-2, 5e-2]),
+             "l2_weight": np.array([1e-3, 1e-2]), "penalty_weight": np.array([30.0, 5.0]),
+             "penalty_anneal_iters": np.array([anneal, anneal], np.int32)}
+  search_hp = search.search_hparams(configs, groupdro_eta=0.3)
+  domain_hp = train.domain_hparams(2, **{k: configs[k] for k in configs if k != "hidden"},
+                                   groupdro_eta=0.3)
+  data = jax.tree_util.tree_map(lambda a: a[0], _tiny_domains(jax.random.PRNGKey(7)))
+  keys = jax.random.split(jax.random.PRNGKey(8), 2)
+  run = lambda task, hp: engine.Runner(task, steps, eval_every=2, progress=False).run(keys, hp, data)
+  a, b = run(searched, search_hp), run(plain, domain_hp)
+
+  for group in ("losses", "metrics", "evals"):
+    got, want = getattr(a.history, group), getattr(b.history, group)
+    assert set(got) == set(want), group  # same metrics: per-domain risks, penalty weight, ...
+    for name in want:
+      np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=1e-6, err_msg=name)
+  assert {"risk_0", "risk_1", "penalty_weight"} <= set(a.history.metrics)
+  np.testing.assert_allclose(a.history.metrics["penalty_weight"][:, anneal:], [[30.0] * 3, [5.0] * 3])
+  want = jax.tree_util.tree_leaves(
+      [(p["kernel"], p["bias"]) for p in b.state.params["params"].values()])
+  for got_w, want_w, sl in zip(jax.tree_util.tree_leaves(a.state.params), want,
+                               [np.s_[:, :, :hidden], np.s_[:, :hidden], np.s_[:, :hidden, :hidden],
+                                np.s_[:, :hidden], np.s_[:, :hidden, :], np.s_[:, :]]):
+    np.testing.assert_allclose(got_w[sl], want_w, rtol=2e-5, atol=1e-6)
