@@ -2,6 +2,9 @@
 from jaxthesis.data.sources import (
     DATASETS,
     SOURCES,
+    DataDependencyError,
+    DataFormatError,
+    DataNotFoundError,
     DataSourceError,
     ImageSplit,
     load_dataset,

