@@ -78,3 +78,13 @@ def check_callable(name: str, fn: Any, *, optional: bool = False) -> None:
     return
   if not callable(fn):
     raise TypeError(f"{name} must be callable, got {type(fn).__name__} {fn!r:.60}")
+
+
+def check_differentiable(name: str, x: Any) -> None:
+  """Values a gradient is taken through: a floating-point array, or a Python int or
+  float (a number, not an integer array). Integer and bool arrays, and bools, are
+  rejected with a TypeError naming the argument (`jax.grad` cannot differentiate them,
+  and a cast would hide the caller's mistake)."""
+  if isinstance(x, (int, float)) and not isinstance(x, bool):
+    return
+  check_floating(name, x)

@@ -36,7 +36,8 @@ def _check_risks(risks: ArrayLike, name: str = "risks") -> None:
 
 def _check_real(name: str, x: Any) -> None:
   """Targets, masks and sizes: any real number type (bool and integers included)."""
-  dtype = jnp.result_type(x)
+  dtype = getattr(x, "dtype", None)
+  dtype = np.asarray(x).dtype if dtype is None else np.dtype(dtype)
   if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
           or jnp.issubdtype(dtype, jnp.bool_)):
     raise TypeError(f"{name} must be a real (float, int or bool) array, got dtype {dtype}")

@@ -121,6 +121,17 @@ def six_d_objective(method: str, logits: Array, capacity_logits: Array, domains:
   * 'rex': V-REx, `Σ_e R_e + λ Var(R_e)` (eq 5.8).
   """
   _checks.check_choice("method", method, SIX_D_METHODS)
+  for name, value in (("logits", logits), ("capacity_logits", capacity_logits)):
+    if _checks.shape_of(value) != (3,):
+      raise ValueError(f"{name} must have shape (3,) (one entry per input type), got "
+                       f"{_checks.shape_of(value)}")
+    _checks.check_floating(name, value)
+  _checks.check_rank("domains", domains, 2)
+  if _checks.shape_of(domains)[1] != 6:
+    raise ValueError(f"domains must be [m, 6] (six_d_domains), got {_checks.shape_of(domains)}")
+  _checks.check_scalar("penalty_weight", penalty_weight)
+  logits, capacity_logits = jnp.asarray(logits), jnp.asarray(capacity_logits)
+  domains = jnp.asarray(domains, logits.dtype)  # a probability table: may be integer counts
   risks = _six_d_domain_risks(logits, capacity_logits, domains)
   if method == "erm":
     return objectives.erm(risks) * risks.shape[0]
@@ -219,8 +230,13 @@ class CovariateShiftSolution(NamedTuple):
 
 def covariate_shift_risk(p: ArrayLike, q: ArrayLike, u: ArrayLike = 2.0,
                          v: ArrayLike = 4.0) -> Array:
-  """`R_q(p) = (1 - p)(1 - q) u + p q v` (appendix 11.1.5); broadcasts over p and q."""
-  p, q = jnp.asarray(p), jnp.asarray(q)
+  """`R_q(p) = (1 - p)(1 - q) u + p q v` (appendix 11.1.5); broadcasts over p and q.
+
+  p and q are floating arrays or Python numbers (integer arrays: TypeError).
+  """
+  for name, value in (("p", p), ("q", q), ("u", u), ("v", v)):
+    _checks.check_differentiable(name, value)
+  p, q = jnp.asarray(p, jnp.result_type(float)), jnp.asarray(q, jnp.result_type(float))
   return (1.0 - p) * (1.0 - q) * u + p * q * v
 
 
