@@ -3,19 +3,36 @@
 A training problem is a `Task`: pure functions `init`, `step` and (optionally)
 `evaluate` over one run. The `Runner` compiles them into one program that
 
-* vmaps a *restart axis*: one PRNG key and one hyperparameter vector per restart, so
-  seeds, restarts and hyperparameter sweeps are a single batched computation;
+* maps a *restart axis*: one PRNG key and one hyperparameter vector per restart, so
+  seeds, restarts and hyperparameter sweeps are a single compiled computation. How the
+  restarts are laid out in that program is `restart_axis`: ``"vmap"`` batches them (one
+  batched matrix product per layer), ``"map"`` runs them one after another inside the
+  compiled step with `lax.map` (plain matrix products, the fastest form on XLA:CPU, whose
+  batched dot is slower than a loop of its GEMMs), ``"auto"`` (the default) picks by
+  backend (`restart_axis_for`); the results are the same up to float rounding;
 * runs the steps in `lax.scan`, in fixed-size chunks (one compilation; steps past the
   end are skipped with `lax.cond`), evaluating `evaluate` every `eval_every` steps
   inside the scan and returning every metric as an array;
-* shards the restart axis over the available devices with `jax.sharding` (a 1-D
-  `Mesh` named ``"restarts"``), replicating the data;
+* shards the work over a 2-D device `Mesh` with axes ``("restarts", "data")``
+  (`training_mesh`): the restart axis of the state over ``"restarts"``, and, with
+  ``data_shards > 1``, the batch axis of every data array over ``"data"``. Only the
+  inputs' shardings are set; `jax.jit` partitions the step and XLA inserts the reductions
+  of the data-parallel gradients (no hand-written collectives). The default,
+  ``data_shards=1``, replicates the data and spreads restarts over as many devices as
+  divide them;
 * reports progress between chunks, stops with an error naming the step, the loss term
   and the restart when a loss goes non-finite, and checkpoints with orbax after each
   chunk so that a killed run resumes where it stopped and ends with the same result.
 
 Per-step randomness is `fold_in(restart_key, step)`, so results do not depend on the
-chunking or on resumption.
+chunking or on resumption (nor, with JAX's partitionable threefry, on the sharding).
+
+Multi-host: run the same program on every host after
+``jax.distributed.initialize(coordinator_address, num_processes, process_id)`` (on
+Cloud TPU and SLURM clusters it needs no arguments). `jax.devices()` then lists every
+host's devices, `training_mesh` spans them all, each host passes the same full `keys`,
+`hparams` and `data` (every host builds its own shards from them), and the returned
+history is gathered onto every host. The orbax checkpoints are written collectively.
 """
 from __future__ import annotations
 
@@ -85,11 +102,136 @@ class RunResult(NamedTuple):
   history: History
 
 
+RESTART_AXES = ("vmap", "map", "auto")
+
+
+def restart_axis_for(platform: str) -> str:
+  """The restart formulation ``restart_axis="auto"`` uses on a backend.
+
+  ``"map"`` on ``"cpu"``: XLA:CPU runs a batched dot over the restart axis below the rate
+  of its plain GEMMs (benchmarks/rex_cmnist_speed.py records both); ``"vmap"`` on GPU and
+  TPU, where one batched kernel fills the device better than R small ones.
+  """
+  if not isinstance(platform, str):
+    raise TypeError(f"platform must be a str such as 'cpu' or 'gpu', got {type(platform).__name__}")
+  return "map" if platform == "cpu" else "vmap"
+
+
 def restart_mesh(num_restarts: int, devices=None) -> Mesh:
   """A 1-D mesh over as many devices as evenly divide the restarts."""
   devices = list(jax.devices() if devices is None else devices)
   n = math.gcd(num_restarts, len(devices)) or 1
   return Mesh(np.array(devices[:n]), ("restarts",))
+
+
+def training_mesh(num_restarts: int, data_shards: int = 1, devices=None) -> Mesh:
+  """The Runner's 2-D mesh ``("restarts", "data")``.
+
+  ``"data"`` has `data_shards` devices; ``"restarts"`` gets as many of the remaining
+  device groups as evenly divide `num_restarts` (so 8 devices, 2 restarts and
+  `data_shards=4` give a 2 × 4 mesh; 1 restart and `data_shards=8` a 1 × 8 one).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  for name, value in (("num_restarts", num_restarts), ("data_shards", data_shards)):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+      raise ValueError(f"{name} must be a positive int, got {value!r}")
+  if data_shards > len(devices):
+    raise ValueError(f"data_shards={data_shards} needs that many devices; "
+                     f"{len(devices)} available")
+  n_restarts = math.gcd(int(num_restarts), len(devices) // data_shards) or 1
+  grid = np.array(devices[:n_restarts * data_shards]).reshape(n_restarts, data_shards)
+  return Mesh(grid, ("restarts", "data"))
+
+
+def _over_restarts(fn: Callable, in_axes: tuple, how: str, shards: int) -> Callable:
+  """`fn` applied along the leading restart axis of the arguments whose in_axis is 0.
+
+  ``"vmap"`` batches the restarts; ``"map"`` loops over them inside the program
+  (`lax.map`), one slice of the restart axis per restart shard, so that each device
+  loops over its own restarts.
+  """
+  if how == "vmap":
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def mapped(*args):
+    batched = tuple(a for a, axis in zip(args, in_axes) if axis == 0)
+
+    def one(slices):
+      it = iter(slices)
+      return fn(*(next(it) if axis == 0 else a for a, axis in zip(args, in_axes)))
+
+    if shards == 1:
+      return jax.lax.map(one, batched)
+    split = jax.tree_util.tree_map(lambda x: x.reshape((shards, -1) + x.shape[1:]), batched)
+    out = jax.vmap(lambda b: jax.lax.map(one, b))(split)
+    return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
+
+  return mapped
+
+
+def _data_shardings(data: PyTree, data_axes: PyTree, mesh: Mesh) -> PyTree:
+  """One NamedSharding per data leaf: its batch axis over ``"data"``, or replicated.
+
+  Refuses a batch axis that the data shards do not divide (padding would change every
+  mean over the batch unless the task masks it, so the caller pads, with a mask).
+  """
+  shards = mesh.shape["data"]
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(data)
+  if shards == 1:
+    return jax.tree_util.tree_unflatten(
+        treedef, [NamedSharding(mesh, PartitionSpec()) for _ in leaves])
+  axes = []
+
+  def collect(axis, subtree):
+    axes.extend([axis] * len(jax.tree_util.tree_leaves(subtree)))
+
+  try:
+    jax.tree_util.tree_map(collect, data_axes, data, is_leaf=lambda x: x is None)
+  except ValueError as error:
+    raise ValueError(f"data_axes must be an int, None or a pytree prefix of data "
+                     f"(one batch axis or None per subtree): {error}") from None
+  shardings = []
+  for (path, leaf), axis in zip(leaves, axes):
+    name = "data" + jax.tree_util.keystr(path)
+    ndim = np.ndim(leaf)
+    if axis is None or ndim == 0:
+      shardings.append(NamedSharding(mesh, PartitionSpec()))
+      continue
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+      raise TypeError(f"data_axes for {name} must be an int or None, got {axis!r}")
+    if not -ndim <= axis < ndim:
+      raise ValueError(f"data_axes gives axis {axis} for {name} of shape {np.shape(leaf)}")
+    axis = int(axis) % ndim
+    size = np.shape(leaf)[axis]
+    if size % shards:
+      raise ValueError(
+          f"{name} has {size} entries along its batch axis {axis}, which {shards} data "
+          f"shards do not divide evenly; pad it to a multiple of {shards} (with a mask the "
+          f"task applies), drop {size % shards} entries, or choose data_shards dividing {size}")
+    spec = [None] * ndim
+    spec[axis] = "data"
+    shardings.append(NamedSharding(mesh, PartitionSpec(*spec)))
+  return jax.tree_util.tree_unflatten(treedef, shardings)
+
+
+def _put(tree: PyTree, shardings: PyTree) -> PyTree:
+  """Places host or device values; on several hosts each builds its own shards."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+
+  def place(x, sharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree_util.tree_map(place, tree, shardings)
+
+
+def _fetch(tree: PyTree) -> PyTree:
+  """Device values to host numpy; gathered from every host when they span several."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _leading_size(tree: PyTree, name: str) -> Optional[int]:
@@ -112,12 +254,24 @@ class Runner:
       (default: about 10 chunks).
     progress: show a progress bar on stderr.
     description: label of the progress bar.
-    devices: devices for the restart mesh (default: all).
+    devices: devices for the mesh (default: all, every host's after
+      `jax.distributed.initialize`).
+    restart_axis: how the restarts are laid out in the compiled step: ``"vmap"``
+      (batched), ``"map"`` (`lax.map`, one restart after another, plain matrix products)
+      or ``"auto"`` (`restart_axis_for` the devices' platform). Same results up to
+      float rounding.
+    data_shards: size of the mesh's ``"data"`` axis; the data's batch axes are split
+      over it and XLA reduces the gradients. Restarts take the remaining devices.
+    data_axes: which axis of each data leaf is its batch axis, as an int (every leaf),
+      or a pytree prefix of `data` with an int or None (replicated) per subtree; 0-d
+      leaves are always replicated. Used only when `data_shards > 1`; a batch axis that
+      `data_shards` does not divide is refused with an error naming the leaf.
   """
 
   def __init__(self, task: Task, num_steps: int, *, eval_every: Optional[int] = None,
                chunk_size: Optional[int] = None, progress: bool = True,
-               description: str = "train", devices=None):
+               description: str = "train", devices=None, restart_axis: str = "auto",
+               data_shards: int = 1, data_axes: PyTree = 0):
     if not isinstance(task, Task):
       raise TypeError(f"task must be a jaxthesis.engine.Task, got {type(task).__name__}")
     _check_task_fields(task)  # a Task rebuilt with `_replace` skips `Task.__new__`
@@ -127,6 +281,17 @@ class Runner:
       raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
       raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if restart_axis not in RESTART_AXES:
+      raise ValueError(f"restart_axis must be one of {RESTART_AXES}, got {restart_axis!r}")
+    if (not isinstance(data_shards, (int, np.integer)) or isinstance(data_shards, bool)
+        or data_shards < 1):
+      raise ValueError(f"data_shards must be a positive int, got {data_shards!r}")
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+      raise ValueError("devices must name at least one device, got none")
+    if data_shards > len(devices):
+      raise ValueError(f"data_shards={data_shards} needs that many devices; "
+                       f"{len(devices)} available")
     self.task = task
     self.num_steps = num_steps
     self.eval_every = eval_every or max(1, num_steps // 20)
@@ -134,17 +299,34 @@ class Runner:
     self.progress = progress
     self.description = description
     self.devices = devices
+    self.restart_axis = (restart_axis_for(devices[0].platform) if restart_axis == "auto"
+                         else restart_axis)
+    self.data_shards = int(data_shards)
+    self.data_axes = data_axes
     self._init = jax.jit(jax.vmap(task.init, in_axes=(0, 0, None)))
     self._chunk = jax.jit(self._run_chunk, donate_argnums=(0,))
-    self._final_eval = (jax.jit(jax.vmap(task.evaluate, in_axes=(0, 0, None)))
-                        if task.evaluate is not None else None)
+    self._final_eval = (jax.jit(self._evaluate_all) if task.evaluate is not None else None)
+
+  def mesh(self, num_restarts: int) -> Mesh:
+    """The ``("restarts", "data")`` mesh a run with `num_restarts` restarts uses."""
+    return training_mesh(num_restarts, self.data_shards, self.devices)
+
+  def _over_restarts(self, fn: Callable, in_axes: tuple, num_restarts: int) -> Callable:
+    return _over_restarts(fn, in_axes, self.restart_axis,
+                          self.mesh(num_restarts).shape["restarts"])
+
+  def _evaluate_all(self, states, hparams, data):
+    num_restarts = jax.tree_util.tree_leaves(states)[0].shape[0]
+    return self._over_restarts(self.task.evaluate, (0, 0, None), num_restarts)(
+        states, hparams, data)
 
   # -- the compiled program ------------------------------------------------------------
 
   def _run_chunk(self, states, keys, hparams, data, start):
     task, num_steps, eval_every = self.task, self.num_steps, self.eval_every
-    vstep = jax.vmap(task.step, in_axes=(0, None, 0, 0, None))
-    veval = (jax.vmap(task.evaluate, in_axes=(0, 0, None))
+    num_restarts = keys.shape[0]
+    vstep = self._over_restarts(task.step, (0, None, 0, 0, None), num_restarts)
+    veval = (self._over_restarts(task.evaluate, (0, 0, None), num_restarts)
              if task.evaluate is not None else None)
 
     def one_step(states, offset):
@@ -182,7 +364,8 @@ class Runner:
     Args:
       keys: `[R]` PRNG keys (typed, or raw uint32 `[R, 2]`), one per restart.
       hparams: pytree whose leaves have the leading restart axis R (may be None).
-      data: pytree of arrays shared by every restart (replicated over devices).
+      data: pytree of arrays shared by every restart: replicated over the devices, or,
+        with `data_shards > 1`, split along the batch axes that `data_axes` names.
       checkpoint_dir: if given, checkpoint here after each chunk and resume from the
         latest checkpoint found (a run killed and restarted with the same directory ends
         with the same result).
@@ -208,12 +391,12 @@ class Runner:
     if hp_size is not None and hp_size != num_restarts:
       raise ValueError(f"hparams has restart axis {hp_size}, keys has {num_restarts}")
 
-    mesh = restart_mesh(num_restarts, self.devices)
+    mesh = self.mesh(num_restarts)
+    data_shardings = _data_shardings(data, self.data_axes, mesh)
     split = NamedSharding(mesh, PartitionSpec("restarts"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    keys = jax.device_put(keys, split)
-    hparams = jax.device_put(hparams, split)
-    data = jax.device_put(data, replicated)
+    keys = _put(keys, split)
+    hparams = _put(hparams, jax.tree_util.tree_map(lambda _: split, hparams))
+    data = _put(data, data_shardings)
     states = self._init(keys, hparams, data)
     states = jax.device_put(states, split)
 
@@ -237,7 +420,7 @@ class Runner:
         start = chunk * self.chunk_size
         states, (losses, metrics, evals) = self._chunk(states, keys, hparams, data,
                                                        jnp.int32(start))
-        losses, metrics, evals = jax.device_get((losses, metrics, evals))
+        losses, metrics, evals = _fetch((losses, metrics, evals))
         n = min(self.chunk_size, total - start)
         if loss_hist is None:
           loss_hist = {k: np.full((num_restarts, total), np.nan, np.float32) for k in losses}
@@ -264,7 +447,7 @@ class Runner:
         manager.wait_until_finished()
 
     if self._final_eval is not None:
-      final = jax.device_get(self._final_eval(states, hparams, data))
+      final = _fetch(self._final_eval(states, hparams, data))
       for k, v in final.items():
         eval_hist[k][:, -1] = np.asarray(v)
     history = History(losses=loss_hist or {}, metrics=metric_hist or {},
