@@ -61,6 +61,27 @@ def add_data_args(p, *, noise_default: str, hidden: bool = True) -> None:
                         "256 for ERM); use a small width on a CPU")
 
 
+# ------------------------------------------------------------- covariate-shift levels
+
+
+def check_shift_fields(config: Any, methods) -> None:
+  """`variant`, `levels` (shift levels p in [0, 1]) and `methods` (names from `methods`)."""
+  from jaxthesis.rex.covariate_shift import VARIANTS
+  _config.one_of(config, "variant", VARIANTS)
+  _config.numbers(config, "levels", 0.0, 1.0)
+  _config.names(config, "methods", methods)
+
+
+def add_shift_args(p, methods, default_methods: str) -> None:
+  """--variant, --levels, --methods."""
+  from jaxthesis.rex.covariate_shift import VARIANTS
+  p.add_argument("--variant", choices=VARIANTS, default=None, help="default class")
+  p.add_argument("--levels", type=_cli.number_list("--levels", float, 0.0, 1.0), default=None,
+                 help="comma-separated shift levels (default 0.1,0.2,0.3,0.4,0.5,1)")
+  p.add_argument("--methods", type=_cli.name_list("--methods", methods), default=None,
+                 help=f"comma-separated, from {','.join(methods)} (default {default_methods})")
+
+
 # ------------------------------------------------------------------- random searches
 
 

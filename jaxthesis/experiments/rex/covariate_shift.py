@@ -50,10 +50,7 @@ class Config:
   seed: int = 0
 
   def __post_init__(self):
-    from jaxthesis.rex.covariate_shift import VARIANTS
-    _config.one_of(self, "variant", VARIANTS)
-    _config.numbers(self, "levels", 0.0, 1.0)
-    _config.names(self, "methods", METHODS)
+    _sweeps.check_shift_fields(self, METHODS)
     _config.integer(self, "restarts", 1)
     _config.number(self, "step_fraction", 0.0, 1.0, strict=True)
     _sweeps.check_data_fields(self)
@@ -68,12 +65,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 
 def add_arguments(p) -> None:
-  from jaxthesis.rex.covariate_shift import VARIANTS
-  p.add_argument("--variant", choices=VARIANTS, default=None, help="default class")
-  p.add_argument("--levels", type=_cli.number_list("--levels", float, 0.0, 1.0), default=None,
-                 help="comma-separated shift levels (default 0.1,0.2,0.3,0.4,0.5,1)")
-  p.add_argument("--methods", type=_cli.name_list("--methods", METHODS), default=None,
-                 help=f"comma-separated, from {','.join(METHODS)} (default erm,irm,vrex,mmrex)")
+  _sweeps.add_shift_args(p, METHODS, ",".join(DEFAULT_METHODS))
   p.add_argument("--restarts", type=_cli.positive_int("--restarts"), default=None,
                  help="restarts per level (default 3)")
   _sweeps.add_data_args(p, noise_default="population")

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import _cli, _config, _plots, _results
+from jaxthesis.experiments import _config, _plots, _results
 from jaxthesis.experiments.rex import _sweeps
 
 METHODS = ("erm", "irm", "vrex", "mmrex")
@@ -61,10 +61,7 @@ class Config:
   seed: int = 0
 
   def __post_init__(self):
-    from jaxthesis.rex.covariate_shift import VARIANTS
-    _config.one_of(self, "variant", VARIANTS)
-    _config.numbers(self, "levels", 0.0, 1.0)
-    _config.names(self, "methods", METHODS)
+    _sweeps.check_shift_fields(self, METHODS)
     _sweeps.check_search_fields(self)
     _sweeps.check_data_fields(self)
 
@@ -79,12 +76,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 
 def add_arguments(p) -> None:
-  from jaxthesis.rex.covariate_shift import VARIANTS
-  p.add_argument("--variant", choices=VARIANTS, default=None, help="default class")
-  p.add_argument("--levels", type=_cli.number_list("--levels", float, 0.0, 1.0), default=None,
-                 help="comma-separated shift levels (default 0.1,0.2,0.3,0.4,0.5,1)")
-  p.add_argument("--methods", type=_cli.name_list("--methods", METHODS), default=None,
-                 help=f"comma-separated, from {','.join(METHODS)} (default all)")
+  _sweeps.add_shift_args(p, METHODS, "all")
   _sweeps.add_search_args(p, num_configs_help="configurations per method and level (thesis: 340)")
   _sweeps.add_data_args(p, noise_default="population", hidden=False)
 
