@@ -40,7 +40,8 @@ GROUPS = {
 _REX, _NAF = "jaxthesis.experiments.rex.", "jaxthesis.experiments.naf."
 STUDIES: tuple[Study, ...] = (
     Study("rex", "cmnist", _REX + "cmnist",
-          "Colored MNIST: ERM / IRMv1 / V-REx / MM-REx / RI / grayscale (Table 5.II)"),
+          "Colored MNIST: ERM / IRMv1 / V-REx / MM-REx / RI / grayscale (Table 5.II)",
+          smoke=dict(data="builtin", methods=("vrex",), restarts=1, step_fraction=0.05)),
     Study("rex", "covariate-shift", _REX + "covariate_shift",
           "CMNIST with class/digit/colour imbalance (Fig. 5.4, Fig. 11.5)",
           smoke=dict(data="builtin", levels=(0.2,), methods=("vrex",), hidden=8,
@@ -83,6 +84,10 @@ STUDIES: tuple[Study, ...] = (
     Study("naf", "uci", _NAF + "uci",
           "MAF-affine(5) vs MAF-DDSF(5) density estimation (Table 9.II)",
           smoke=dict(models=("affine",), num_layers=1, num_steps=10, max_eval_points=64)),
+    Study("memorization", "difficulty", "jaxthesis.experiments.memorization.difficulty",
+          "per-example misclassification after one epoch, real vs randX vs randY (Fig. 3.1)",
+          smoke=dict(data="builtin", num_train=64, num_scored=32, restarts=2, width=8,
+                     batch_size=16)),
 )
 
 

@@ -240,7 +240,8 @@ def run(config: Config, *, progress: bool = True,
           f"  test {_results.pm(m['test_acc_mean'], m['test_acc_std'])}", file=sys.stderr)
   return {
       "experiment": "rex/cmnist", "data": source, "noise": noise,
-      "config": {**dataclasses.asdict(config), "noise": noise,
+      # The Config as it ran (noise None: the source's default, resolved in "noise").
+      "config": {**dataclasses.asdict(config),
                  "hparams": {m: dataclasses.asdict(method_hparams(m, config.step_fraction))
                              for m in config.methods}},
       "metrics": metrics, "reference": REFERENCE, "devices": _results.devices(),

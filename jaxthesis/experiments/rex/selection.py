@@ -119,13 +119,17 @@ def run(config: Config, *, progress: bool = True,
   c, t = config.num_configs, config.trials
   for mi, method in enumerate(config.methods):
     mkey = jax.random.fold_in(key, 300 + mi)
-    train = lambda datasets, domains, run_key, what: _sweeps.train_buckets(
-        method, configs, datasets, buckets, width_limit, run_key, input_dim=392,
-        num_domains=domains, sample_train=selection.sample_train_domains,
-        sample_eval=selection.sample_eval_sets, noise=noise, eval_every=config.eval_every,
-        common_length=True, progress=progress, description=f"{NAMES[method]} {what}",
-        checkpoint_dir=checkpoint_dir,
-        fingerprint=_sweeps.fingerprint(config, noise, method=method, what=what))
+
+    def train(datasets, num_domains, run_key, what):
+      # Every bucket scans to the largest step count: the checkpoints are shared.
+      return _sweeps.train_buckets(
+          method, configs, datasets, buckets, width_limit, run_key, input_dim=392,
+          num_domains=num_domains, sample_train=selection.sample_train_domains,
+          sample_eval=selection.sample_eval_sets, noise=noise, eval_every=config.eval_every,
+          common_length=True, progress=progress, description=f"{NAMES[method]} {what}",
+          checkpoint_dir=checkpoint_dir,
+          fingerprint=_sweeps.fingerprint(config, noise, method=method, what=what))
+
     main, eval_steps = train(splits, m, mkey, "all domains")
     held, _ = train(lodo, m - 1, jax.random.fold_in(mkey, 1), "leave-one-out")
     val = np.mean([main[f"val_{e}_acc"] for e in range(m)], axis=0)      # [C, T, K]
