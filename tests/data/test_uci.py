@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxthesis.data import DataSourceError, load_tabular
+from jaxthesis.data import DataDependencyError, DataNotFoundError, load_tabular
 
 
 def _assert_standardized(*parts, ddof=0):
@@ -95,9 +95,9 @@ def test_miniboone_and_standin_splits(tmp_path):
 
 
 def test_missing_files_and_h5py_are_named(tmp_path):
-  with pytest.raises(DataSourceError, match="power/data.npy"):
+  with pytest.raises(DataNotFoundError, match="power/data.npy"):  # a FileNotFoundError
     load_tabular("power", str(tmp_path))
-  with pytest.raises(DataSourceError, match="not a directory"):
+  with pytest.raises(DataNotFoundError, match="not a directory"):
     load_tabular("power", str(tmp_path / "absent"))
   with pytest.raises(ValueError, match="data_dir"):
     load_tabular("gas")
@@ -108,7 +108,7 @@ def test_missing_files_and_h5py_are_named(tmp_path):
   except ImportError:
     os.makedirs(tmp_path / "BSDS300")
     (tmp_path / "BSDS300" / "BSDS300.hdf5").write_bytes(b"")
-    with pytest.raises(DataSourceError, match="pip install h5py"):
+    with pytest.raises(DataDependencyError, match="pip install h5py"):  # an ImportError
       load_tabular("bsds300", str(tmp_path))
 
 

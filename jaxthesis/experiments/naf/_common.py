@@ -1,14 +1,18 @@
-"""Pieces shared by the chapter-9 experiments: targets, model configs, the training task.
+"""Pieces shared by the chapter-9 studies: targets, model configs, losses, the training task,
+config checks and command-line options.
 
 Targets (2-D Gaussian grids, the four energies of Rezende & Mohamed 2015, U2-U4 closed
 off outside the plotted square) and model configurations are experiment code, not library
 code, so they live here rather than in `jaxthesis.flows`. Training runs through
 `jaxthesis.engine` (lax.scan over steps, vmap over seeds), optionally with a learning-rate
-schedule and an annealed (tempered) target.
+schedule and an annealed (tempered) target from `jaxthesis.vi`. No study imports another:
+what two studies share is here.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from typing import Any, Callable, Mapping
 
 import jax
@@ -16,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxthesis import engine, flows
+from jaxthesis import engine, flows, vi
+from jaxthesis.experiments import _cli, _config, _plots, _results
 from jaxthesis.typing import Array, PRNGKey
 
 # The three flows compared throughout Section 9.6.1: 6 stacked affine layers with reversed
@@ -168,85 +173,42 @@ def log_normalizer(energy: Callable[[Array], Array], limit: float = 6.0,
 # -------------------------------------------------------------------------- training
 
 
-def kl_annealing(num_steps: int, anneal_fraction: float,
-                 initial_beta: float = 0.01) -> Callable[[Array], Array]:
-  """Inverse temperature `beta_t` of an annealed reverse-KL / ELBO objective.
+def max_likelihood_loss(flow: flows.Flow, target: GaussianGrid,
+                        batch_size: int) -> Callable[..., Array]:
+  """`loss_fn(params, key, data) = -mean log q(x)` on `batch_size` fresh samples x ~ target
+  (MAF-style training, Figs 9.2, 9.6 and 9.7)."""
+  def loss_fn(params, key, data):
+    del data
+    return -flow.distribution(params).log_prob(target.sample(key, batch_size)).mean()
+  return loss_fn
 
-  The objective `E_q[log q(y) - beta_t log p~(y)]` (the KL of eq. 9.3 to the tempered
-  target `p~^beta`) is minimized with `beta_t` rising linearly from `initial_beta` to 1
-  over the first `anneal_fraction * num_steps` steps, then held at 1, as Rezende &
-  Mohamed (2015) do with `beta_t = min(1, 0.01 + t / 10^4)`. Early on the tempered target
-  is nearly flat, so q spreads over every mode before the modes sharpen; this keeps the
-  mode-seeking reverse KL from locking onto the first modes it finds.
 
-  Args:
-    num_steps: total number of training steps (>= 1).
-    anneal_fraction: fraction of the steps spent annealing, in [0, 1]; 0 means
-      `beta_t = 1` throughout.
-    initial_beta: `beta_0`, in (0, 1].
+def reverse_kl_loss(flow: flows.Flow, energy: Callable[[Array], Array],
+                    batch_size: int) -> Callable[..., Array]:
+  """`loss_fn(params, key, data, beta=1) = E_q[log q(y) + beta U(y)]` on `batch_size` samples.
 
-  Returns:
-    `beta(step) -> scalar` (jit-able, `step` may be traced).
+  At `beta = 1` this is `KL(q || p) - log Z` (Eq. 9.3), the negative ELBO with the
+  unnormalized target `exp(-U)` as likelihood; smaller `beta` tempers the target to
+  `p^beta` (used while annealing).
   """
-  if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-    raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-  if not 0.0 <= anneal_fraction <= 1.0:
-    raise ValueError(f"anneal_fraction must be in [0, 1], got {anneal_fraction!r}")
-  if not 0.0 < initial_beta <= 1.0:
-    raise ValueError(f"initial_beta must be in (0, 1], got {initial_beta!r}")
-  anneal_steps = anneal_fraction * num_steps
-  if anneal_steps < 1:
-    return lambda step: jnp.ones((), jnp.float32)
-
-  def beta(step):
-    progress = jnp.asarray(step, jnp.float32) / anneal_steps
-    return jnp.minimum(1.0, initial_beta + (1.0 - initial_beta) * progress)
-  return beta
+  def loss_fn(params, key, data, beta=1.0):
+    del data
+    y, log_q = flow.distribution(params).sample_and_log_prob(seed=key,
+                                                             sample_shape=(batch_size,))
+    return -vi.elbo(-energy(y), log_q, likelihood_weight=beta)
+  return loss_fn
 
 
-def learning_rate_schedule(learning_rate: float, num_steps: int, decay_fraction: float,
-                           final_scale: float = 0.05) -> float | optax.Schedule:
-  """Constant `learning_rate`, then a cosine decay to `final_scale * learning_rate`.
-
-  The decay covers the last `decay_fraction * num_steps` steps; with 0 the rate stays
-  constant (the float itself is returned).
-
-  Args:
-    learning_rate: the Adam step size (> 0).
-    num_steps: total number of training steps (>= 1).
-    decay_fraction: fraction of the steps spent decaying, in [0, 1].
-    final_scale: the rate at the last step relative to `learning_rate`, in [0, 1].
-
-  Returns:
-    A float or an optax schedule.
-  """
-  if not learning_rate > 0:
-    raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-  if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-    raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-  if not 0.0 <= decay_fraction <= 1.0:
-    raise ValueError(f"decay_fraction must be in [0, 1], got {decay_fraction!r}")
-  if not 0.0 <= final_scale <= 1.0:
-    raise ValueError(f"final_scale must be in [0, 1], got {final_scale!r}")
-  decay_steps = int(round(decay_fraction * num_steps))
-  if decay_steps < 1:
-    return learning_rate
-  decay = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final_scale)
-  if decay_steps >= num_steps:
-    return decay
-  return optax.join_schedules([optax.constant_schedule(learning_rate), decay],
-                              [num_steps - decay_steps])
-
-
-def check_schedule_config(config: Any) -> None:
-  """Raises ValueError naming `config.lr_decay_fraction`, `config.anneal_fraction` or
-  `config.initial_beta` when out of range ([0, 1], [0, 1], (0, 1])."""
-  for name in ("lr_decay_fraction", "anneal_fraction"):
-    value = getattr(config, name)
-    if not 0.0 <= value <= 1.0:
-      raise ValueError(f"config.{name} must be in [0, 1], got {value!r}")
-  if not 0.0 < config.initial_beta <= 1.0:
-    raise ValueError(f"config.initial_beta must be in (0, 1], got {config.initial_beta!r}")
+def schedules(config: Any, learning_rate: float | None = None):
+  """`(learning rate or optax schedule, beta schedule)` of a config with the fields
+  `num_steps`, `learning_rate`, `lr_decay_fraction`, `anneal_fraction`, `initial_beta`:
+  the rate cosine-decays to 5% over the last `lr_decay_fraction` of the steps and the
+  target's inverse temperature rises from `initial_beta` to 1 over the first
+  `anneal_fraction` (`jaxthesis.vi`)."""
+  rate = config.learning_rate if learning_rate is None else learning_rate
+  return (vi.constant_then_cosine(rate, config.num_steps, config.lr_decay_fraction),
+          vi.kl_weight_schedule(config.num_steps, config.anneal_fraction,
+                                config.initial_beta))
 
 
 def flow_task(flow: flows.Flow, loss_fn: Callable[..., Array],
@@ -256,7 +218,7 @@ def flow_task(flow: flows.Flow, loss_fn: Callable[..., Array],
   """An engine `Task` training `flow` with Adam on `loss_fn(params, key, data)`.
 
   State is `(params, opt_state)`; `evaluate(params, data) -> {name: scalar}`. With a
-  `beta_schedule` (e.g. `kl_annealing(...)`) the loss is called as
+  `beta_schedule` (e.g. `vi.kl_weight_schedule(...)`) the loss is called as
   `loss_fn(params, key, data, beta)` with `beta = beta_schedule(step)`, and `beta` is
   recorded as a per-step metric. `learning_rate` may be an optax schedule.
   """
@@ -287,26 +249,109 @@ def flow_task(flow: flows.Flow, loss_fn: Callable[..., Array],
 
 
 def run_seeds(task: engine.Task, num_steps: int, seed: int, num_seeds: int, data: Any,
-              progress: bool, description: str) -> engine.RunResult:
+              progress: bool, description: str, *, eval_every: int | None = None,
+              checkpoint_dir: str | None = None, fingerprint: Any = None) -> engine.RunResult:
+  """Runs `task` for `num_seeds` restarts split from `PRNGKey(seed)` (one vmapped program),
+  checkpointing under `checkpoint_dir` when given."""
   runner = engine.Runner(task, num_steps, progress=progress, description=description,
-                         eval_every=max(1, num_steps // 20))
+                         eval_every=eval_every or max(1, num_steps // 20))
   keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
-  return runner.run(keys, None, data)
+  return runner.run(keys, None, data, checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)
+
+
+def checkpoint_args(checkpoint_dir: str | None, name: str, config: Any,
+                    selectors: tuple[str, ...] = ()) -> dict[str, Any]:
+  """`run_seeds` keywords checkpointing one training run under `checkpoint_dir/name`.
+
+  The fingerprint is the config without the fields that only select which runs happen
+  (`selectors`, e.g. the list of models), so a rerun with a longer list resumes the runs
+  it shares with the first.
+  """
+  if checkpoint_dir is None:
+    return {}
+  fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in selectors}
+  return {"checkpoint_dir": os.path.join(checkpoint_dir, name),
+          "fingerprint": {"run": name, **fields}}
 
 
 def unstack(tree: Any, index: int) -> Any:
   return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
-def smooth(curve: np.ndarray, window: int) -> np.ndarray:
-  """Moving average along the last axis (valid part)."""
-  window = max(1, min(window, curve.shape[-1]))
-  kernel = np.ones(window) / window
-  return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), -1, curve)
+# ------------------------------------------------------------------ configs and options
 
 
-def matplotlib():
-  import matplotlib as mpl
-  mpl.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
+def check_training_fields(config: Any, *names: str) -> None:
+  """Validates the training fields a NAF config has (UsageError naming `config.<field>`):
+  integers >= 1, `learning_rate`-like fields > 0, fractions in [0, 1], `initial_beta` in
+  (0, 1], `seed` >= 0."""
+  for name in names:
+    if name in ("learning_rate", "iaf_learning_rate", "base_scale"):
+      _config.number(config, name, 0.0, strict=True)
+    elif name in ("lr_decay_fraction", "anneal_fraction"):
+      _config.fraction(config, name)
+    elif name == "initial_beta":
+      _config.number(config, name, 0.0, 1.0, strict=True)
+    elif name == "seed":
+      _config.integer(config, name, 0)
+    else:
+      _config.integer(config, name, 1)
+
+
+def add_training_arguments(parser, *, schedule: bool = False, seeds: bool = False) -> None:
+  """--steps and --lr; with `schedule` --anneal and --lr-decay; with `seeds` --seeds."""
+  parser.add_argument("--steps", dest="num_steps", type=_cli.positive_int("--steps"),
+                      default=None, help="training steps (default: the config's)")
+  parser.add_argument("--lr", dest="learning_rate", type=_cli.nonnegative_float("--lr"),
+                      default=None, help="Adam learning rate")
+  if schedule:
+    parser.add_argument("--anneal", dest="anneal_fraction", type=_cli.fraction("--anneal"),
+                        default=None,
+                        help="fraction of the steps over which the target's inverse temperature "
+                             "rises from 0.01 to 1 (0: no annealing; default: the config's)")
+    parser.add_argument("--lr-decay", dest="lr_decay_fraction",
+                        type=_cli.fraction("--lr-decay"), default=None,
+                        help="fraction of the steps, at the end, over which the learning rate "
+                             "cosine-decays to 5%% (0: constant; default: the config's)")
+  if seeds:
+    parser.add_argument("--seeds", dest="num_seeds", type=_cli.positive_int("--seeds"),
+                        default=None, help="number of seeds (a vmap axis; default: the config's)")
+
+
+def add_models_argument(parser, models: tuple[str, ...]) -> None:
+  parser.add_argument("--models", type=_cli.name_list("--models", models), default=None,
+                      help=f"comma-separated subset of {','.join(models)}")
+
+
+def results(experiment: str, config: Any, metrics: Mapping[str, Any],
+            reference: Mapping[str, Any], clock: _results.Stopwatch,
+            arrays: Mapping[str, Any], data: str = "synthetic (built-in)",
+            **extra: Any) -> dict[str, Any]:
+  """The results dict of a NAF study (the shared keys of `_results.SHARED_KEYS`)."""
+  return {"experiment": f"naf/{experiment}", "data": data,
+          "config": dataclasses.asdict(config), "metrics": metrics, "reference": reference,
+          "devices": _results.devices(), "wall_seconds": clock(), **extra,
+          "arrays": dict(arrays)}
+
+
+def titled_table(title: str, source: str, headers, rows) -> str:
+  return f"{title}; thesis = {source}\n" + _results.format_table(headers, rows)
+
+
+def plot_image_grid(out: str, name: str, images: Mapping[str, np.ndarray], rows, columns,
+                    limit: float, title: Callable[[Any, str], str]) -> str:
+  """One image per (row, column), `images[f"{row}/{column}"]` over [-limit, limit]^2, saved
+  as `out/name` (Figs 9.1 and 9.6)."""
+  rows, columns = list(rows), list(columns)
+  plt = _plots.pyplot()
+  fig, axes = plt.subplots(len(rows), len(columns),
+                           figsize=(2.6 * len(columns), 2.6 * len(rows)), squeeze=False)
+  for i, row in enumerate(rows):
+    for j, col in enumerate(columns):
+      ax = axes[i, j]
+      ax.imshow(images[f"{row}/{col}"], origin="lower", extent=(-limit, limit, -limit, limit),
+                cmap="viridis")
+      ax.set_xticks([]), ax.set_yticks([])
+      ax.grid(False)
+      ax.set_title(title(row, col), fontsize=9)
+  return _plots.savefig(fig, out, name, dpi=110)

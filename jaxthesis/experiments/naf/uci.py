@@ -2,11 +2,9 @@
 
 MAF-affine (5 stacked layers) vs MAF-DDSF (5 stacked layers) trained by maximum likelihood
 on POWER, GAS, HEPMASS, MINIBOONE or BSDS300, preprocessed and split as in Papamakarios
-et al. (2017), whose files (`power/data.npy`, `gas/ethylene_CO.pickle`,
-`hepmass/1000_{train,test}.csv`, `miniboone/data.npy`, `BSDS300/BSDS300.hdf5`) are read from
-`--data-dir`. The reported number is the average test log-likelihood (nats) at the
-evaluation with the best validation log-likelihood (early stopping, as MAF does), over
-vmapped seeds.
+et al. (2017) (`jaxthesis.data.load_tabular`, the files read from `--data-dir`). The
+reported number is the average test log-likelihood (nats) at the evaluation with the best
+validation log-likelihood (early stopping, as MAF does), over vmapped seeds.
 
 Those files cannot be downloaded here, so the default dataset is a clearly labelled
 stand-in: scikit-learn's bundled Wisconsin breast-cancer table (569 x 30, continuous),
@@ -14,29 +12,34 @@ standardized and split the MAF way. Its numbers are not comparable with Table 9.
 qualitative expectation (DDSF >= affine in test log-likelihood) is.
 
 Differences from MAF's protocol: no batch normalization between layers; fixed numbers of
-steps with periodic evaluation instead of patience-based stopping.
+steps with periodic evaluation instead of patience-based stopping. `run` returns the test
+log-likelihoods and the validation curves; `plot` redraws the curves from the saved files.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
-import os
-from typing import NamedTuple, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import _common as common
+from jaxthesis.data.uci import TABULAR_DATASETS, TABULAR_LAYOUT
+from jaxthesis.experiments import _cli, _config, _plots, _results
 from jaxthesis.experiments.naf import _common as nc
 
-DATASETS = ("standin", "power", "gas", "hepmass", "miniboone", "bsds300")
-
-# Table 9.II, test log-likelihood (nats), 5 trials.
+# Table 9.II, test log-likelihood (nats), mean and 2 standard deviations over 5 trials.
 THESIS_TEST_LL = {
-    "power": {"affine": 0.14, "ddsf": 0.62},
-    "gas": {"affine": 9.07, "ddsf": 11.91},
-    "hepmass": {"affine": -17.70, "ddsf": -15.09},
-    "miniboone": {"affine": -11.75, "ddsf": -8.86},
-    "bsds300": {"affine": 155.69, "ddsf": 157.73},
+    "power": {"affine": (0.14, 0.01), "ddsf": (0.62, 0.01)},
+    "gas": {"affine": (9.07, 0.02), "ddsf": (11.91, 0.13)},
+    "hepmass": {"affine": (-17.70, 0.02), "ddsf": (-15.09, 0.40)},
+    "miniboone": {"affine": (-11.75, 0.44), "ddsf": (-8.86, 0.15)},
+    "bsds300": {"affine": (155.69, 0.28), "ddsf": (157.73, 0.04)},
+}
+REFERENCE = {
+    "source": "Table 9.II",
+    "expected": "MAF-DDSF(5) test log-likelihood above MAF-affine(5) on every dataset "
+                "(the stand-in is not a Table 9.II dataset: only the ordering compares)",
+    "test_ll": {d: {m: {"mean": v[0], "two_std": v[1]} for m, v in models.items()}
+                for d, models in THESIS_TEST_LL.items()},
 }
 
 # The two rows of Table 9.II reproduced: 5 stacked MADE layers, reversed orderings.
@@ -46,162 +49,9 @@ UCI_MODELS = {
 }
 
 
-class TabularSplits(NamedTuple):
-  """A preprocessed tabular dataset: float32 arrays [N, D] per split."""
-  train: np.ndarray
-  valid: np.ndarray
-  test: np.ndarray
-  name: str
-  note: str
-
-
-# ------------------------------------------------------------------------------ loaders
-
-
-def _holdout(data: np.ndarray, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-  """The MAF split: the last `int(fraction N)` rows are held out."""
-  n_out = int(fraction * data.shape[0])
-  return data[:data.shape[0] - n_out], data[data.shape[0] - n_out:]
-
-
-def _three_way(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Last 10% test; of the rest, last 10% validation."""
-  rest, test = _holdout(data)
-  train, valid = _holdout(rest)
-  return train, valid, test
-
-
-def _standardize(train, valid, test, reference: np.ndarray, ddof: int = 0):
-  mu, sd = reference.mean(0), reference.std(0, ddof=ddof)
-  return tuple(((x - mu) / sd).astype(np.float32) for x in (train, valid, test))
-
-
-def _require(path: str, dataset: str) -> str:
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{dataset}: expected the MAF-preprocessed file {path}; see "
-                            f"`jaxthesis naf uci --help` for the layout under --data-dir")
-  return path
-
-
-def load_power(data_dir: str) -> TabularSplits:
-  """POWER: drop the date/time columns 1 and 3, add MAF's uniform dequantization noise.
-
-  Rows are shuffled with `RandomState(42)` and the noise drawn from the same stream,
-  matching the published splits. Standardized with train + validation statistics.
-  """
-  data = np.load(_require(os.path.join(data_dir, "power", "data.npy"), "power"))
-  rng = np.random.RandomState(42)  # the published preprocessing's stream
-  rng.shuffle(data)
-  n = data.shape[0]
-  data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)
-  noise = np.hstack([0.001 * rng.rand(n, 1), 0.01 * rng.rand(n, 1), rng.rand(n, 3),
-                     np.zeros((n, 1))])
-  train, valid, test = _three_way(data + noise)
-  return TabularSplits(*_standardize(train, valid, test, np.vstack([train, valid])),
-                       "power", "UCI household power (MAF preprocessing)")
-
-
-def load_gas(data_dir: str) -> TabularSplits:
-  """GAS: the ethylene/CO sensor table without Meth, Eth, Time; columns correlated above
-  0.98 with another are dropped one by one; standardized over all rows (pandas, ddof=1)."""
-  import pandas as pd
-  frame = pd.read_pickle(_require(os.path.join(data_dir, "gas", "ethylene_CO.pickle"), "gas"))
-  frame = frame.drop(columns=["Meth", "Eth", "Time"])
-
-  def correlated_counts(f):
-    return (f.corr() > 0.98).to_numpy().sum(axis=1)
-
-  counts = correlated_counts(frame)
-  while np.any(counts > 1):
-    frame = frame.drop(columns=frame.columns[int(np.flatnonzero(counts > 1)[0])])
-    counts = correlated_counts(frame)
-  frame = (frame - frame.mean()) / frame.std()
-  train, valid, test = _three_way(frame.to_numpy())
-  return TabularSplits(train.astype(np.float32), valid.astype(np.float32),
-                       test.astype(np.float32), "gas", "UCI gas sensors (MAF preprocessing)")
-
-
-def load_hepmass(data_dir: str) -> TabularSplits:
-  """HEPMASS: signal rows (label 1) only, label dropped; the distributed test file has one
-  trailing extra column, dropped; standardized with train statistics (ddof=1); features
-  whose smallest value recurs more than 5 times (the near-discrete ones) removed; the last
-  10% of train is validation."""
-  import pandas as pd
-  root = os.path.join(data_dir, "hepmass")
-  train = pd.read_csv(_require(os.path.join(root, "1000_train.csv"), "hepmass"), index_col=False)
-  test = pd.read_csv(_require(os.path.join(root, "1000_test.csv"), "hepmass"), index_col=False)
-  train = train[train.iloc[:, 0] == 1].iloc[:, 1:].to_numpy(np.float64)
-  test = test[test.iloc[:, 0] == 1].iloc[:, 1:].to_numpy(np.float64)
-  if test.shape[1] == train.shape[1] + 1:
-    test = test[:, :-1]
-  if test.shape[1] != train.shape[1]:
-    raise ValueError(f"hepmass: train has {train.shape[1]} features, test {test.shape[1]}")
-  mu, sd = train.mean(0), train.std(0, ddof=1)
-  train, test = (train - mu) / sd, (test - mu) / sd
-  keep = [j for j in range(train.shape[1])
-          if collections.Counter(train[:, j])[train[:, j].min()] <= 5]
-  train, test = train[:, keep], test[:, keep]
-  train, valid = _holdout(train)
-  return TabularSplits(train.astype(np.float32), valid.astype(np.float32),
-                       test.astype(np.float32), "hepmass", "UCI HEPMASS (MAF preprocessing)")
-
-
-def load_miniboone(data_dir: str) -> TabularSplits:
-  """MINIBOONE: the MAF-cleaned array, split in order, standardized with train + valid."""
-  data = np.load(_require(os.path.join(data_dir, "miniboone", "data.npy"), "miniboone"))
-  train, valid, test = _three_way(data)
-  return TabularSplits(*_standardize(train, valid, test, np.vstack([train, valid])),
-                       "miniboone", "UCI MiniBooNE (MAF preprocessing)")
-
-
-def load_bsds300(data_dir: str) -> TabularSplits:
-  """BSDS300: 8x8 patches minus one pixel, splits stored in the HDF5 file (needs h5py)."""
-  path = _require(os.path.join(data_dir, "BSDS300", "BSDS300.hdf5"), "bsds300")
-  try:
-    import h5py
-  except ImportError:
-    raise ImportError("bsds300 needs h5py to read BSDS300.hdf5: pip install h5py") from None
-  with h5py.File(path, "r") as f:
-    train, valid, test = (np.asarray(f[k], np.float32) for k in ("train", "validation", "test"))
-  return TabularSplits(train, valid, test, "bsds300", "BSDS300 patches (MAF preprocessing)")
-
-
-def load_standin() -> TabularSplits:
-  """The built-in stand-in: scikit-learn's breast-cancer table, standardized, MAF split.
-
-  Rows are shuffled with a fixed permutation (the file is sorted by nothing in particular,
-  but a fixed shuffle keeps the split independent of that), then split 80/10/10 as MAF
-  does and standardized with train + validation statistics.
-  """
-  from sklearn.datasets import load_breast_cancer
-  data = load_breast_cancer().data.astype(np.float64)
-  data = data[np.random.RandomState(0).permutation(data.shape[0])]
-  train, valid, test = _three_way(data)
-  return TabularSplits(*_standardize(train, valid, test, np.vstack([train, valid])),
-                       "standin", "STAND-IN: scikit-learn breast-cancer table (569 x 30), "
-                                  "standardized; not a Table 9.II dataset")
-
-
-LOADERS = {"power": load_power, "gas": load_gas, "hepmass": load_hepmass,
-           "miniboone": load_miniboone, "bsds300": load_bsds300}
-
-
-def load_tabular(dataset: str, data_dir: Optional[str] = None) -> TabularSplits:
-  """Loads one of `DATASETS`; the MAF datasets need `data_dir`."""
-  if dataset not in DATASETS:
-    raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
-  if dataset == "standin":
-    return load_standin()
-  if data_dir is None:
-    raise ValueError(f"dataset {dataset!r} needs data_dir (the folder holding {dataset}/)")
-  return LOADERS[dataset](data_dir)
-
-
-# ------------------------------------------------------------------------- experiment
-
-
 @dataclasses.dataclass(frozen=True)
-class UCIConfig:
+class Config:
+  """Every number of a `jaxthesis naf uci` run."""
   dataset: str = "standin"
   data_dir: Optional[str] = None
   models: tuple[str, ...] = ("affine", "ddsf")
@@ -213,15 +63,41 @@ class UCIConfig:
   num_seeds: int = 5
   num_evals: int = 40
   eval_chunk: int = 1024
-  max_eval_points: Optional[int] = None
+  max_eval_points: Optional[int] = None   # cap on the validation/test rows (None: all)
   seed: int = 0
 
+  def __post_init__(self):
+    _config.one_of(self, "dataset", TABULAR_DATASETS)
+    if self.dataset != "standin" and self.data_dir is None:
+      raise _config.UsageError(f"config.data_dir is required for dataset {self.dataset} "
+                               f"(a folder with {TABULAR_LAYOUT})", "data_dir")
+    _config.directory(self, "data_dir")
+    _config.names(self, "models", tuple(UCI_MODELS))
+    nc.check_training_fields(self, "num_layers", "hidden", "num_steps", "batch_size",
+                             "learning_rate", "num_seeds", "num_evals", "eval_chunk", "seed")
+    if self.max_eval_points is not None:
+      _config.integer(self, "max_eval_points", 1)
 
-def get_config(quick: bool = False) -> UCIConfig:
-  if quick:
-    return UCIConfig(num_layers=2, hidden=16, num_steps=60, num_seeds=1, num_evals=3,
-                     max_eval_points=256, eval_chunk=256)
-  return UCIConfig()
+
+def get_config(quick: bool = False, **overrides: Any) -> Config:
+  """Table 9.II's flows (5 layers, 20,000 steps, 5 seeds); `quick`: 2 small layers, 60
+  steps, one seed, 256 evaluation rows."""
+  base = (Config(num_layers=2, hidden=16, num_steps=60, num_seeds=1, num_evals=3,
+                 max_eval_points=256, eval_chunk=256) if quick else Config())
+  return _config.replace(base, **overrides)
+
+
+def add_arguments(p) -> None:
+  nc.add_training_arguments(p, seeds=True)
+  p.add_argument("--dataset", choices=TABULAR_DATASETS, default=None,
+                 help="standin (default): a labelled stand-in, scikit-learn's bundled "
+                      "breast-cancer table, standardized; the others read the "
+                      "MAF-preprocessed files under --data-dir")
+  p.add_argument("--data-dir", default=None,
+                 help=f"folder holding the MAF files: {TABULAR_LAYOUT}")
+  nc.add_models_argument(p, tuple(UCI_MODELS))
+  p.add_argument("--layers", dest="num_layers", type=_cli.positive_int("--layers"),
+                 default=None, help="stacked MADE layers per flow (Table 9.II: 5)")
 
 
 def chunked_mean(fn, data, chunk: int):
@@ -238,18 +114,16 @@ def chunked_mean(fn, data, chunk: int):
   return jnp.where(mask, values, 0.0).sum() / n
 
 
-def run(config: UCIConfig, out_dir: str, progress: bool = True) -> dict:
+def run(config: Config, *, progress: bool = True,
+        checkpoint_dir: Optional[str] = None) -> dict[str, Any]:
+  """Trains every model over all seeds with early stopping; returns the results."""
   import jax
   import jax.numpy as jnp
 
-  from jaxthesis import engine, flows
+  from jaxthesis import flows
+  from jaxthesis.data import load_tabular
 
-  if config.dataset not in DATASETS:
-    raise ValueError(f"config.dataset must be one of {', '.join(DATASETS)}, "
-                     f"got {config.dataset!r}")
-  for model in config.models:
-    if model not in UCI_MODELS:
-      raise ValueError(f"config.models: unknown {model!r}; choose from {', '.join(UCI_MODELS)}")
+  clock = _results.Stopwatch()
   splits = load_tabular(config.dataset, config.data_dir)
   cap = slice(None, config.max_eval_points)
   data = {"train": jnp.asarray(splits.train), "valid": jnp.asarray(splits.valid[cap]),
@@ -258,7 +132,7 @@ def run(config: UCIConfig, out_dir: str, progress: bool = True) -> dict:
   metrics = {"dataset": splits.name, "data_note": splits.note, "num_dims": num_dims,
              "num_train": int(splits.train.shape[0]), "num_valid": int(splits.valid.shape[0]),
              "num_test": int(splits.test.shape[0])}
-  curves = {}
+  arrays = {}
   eval_every = max(1, config.num_steps // config.num_evals)
   for model in config.models:
     flow = flows.autoregressive_flow(
@@ -275,53 +149,59 @@ def run(config: UCIConfig, out_dir: str, progress: bool = True) -> dict:
               "test_ll": chunked_mean(log_prob, data["test"], config.eval_chunk)}
 
     task = nc.flow_task(flow, loss_fn, config.learning_rate, evaluate)
-    runner = engine.Runner(task, config.num_steps, progress=progress,
-                              description=f"uci {splits.name} {model}", eval_every=eval_every)
-    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
-    result = runner.run(keys, None, data)
+    result = nc.run_seeds(task, config.num_steps, config.seed, config.num_seeds, data,
+                          progress, f"uci {splits.name} {model}", eval_every=eval_every,
+                          **nc.checkpoint_args(checkpoint_dir, model, config, ("models",)))
     valid, test = result.history.evals["valid_ll"], result.history.evals["test_ll"]
     # Early stopping: per seed, the test LL at the evaluation with the best validation LL.
     best = np.nanargmax(np.where(np.isfinite(valid), valid, -np.inf), axis=1)
     chosen = test[np.arange(test.shape[0]), best]
-    mean, std = common.mean_std(chosen)
+    mean, std = _results.mean_std(chosen)
     metrics[model] = {"test_ll": mean, "test_ll_std": std, "test_ll_per_seed": chosen,
                       "valid_ll_best": np.nanmax(valid, axis=1),
                       "best_eval_step": result.history.eval_steps[best],
                       "final_train_nll": float(np.nanmean(
                           result.history.losses["loss"][:, -50:]))}
-    curves[model] = (result.history.eval_steps, valid)
+    arrays[f"{model}/eval_steps"] = result.history.eval_steps
+    arrays[f"{model}/valid_ll"] = valid
+    arrays[f"{model}/test_ll"] = test
+  return nc.results("uci", config, metrics, REFERENCE, clock, arrays,
+                    data=data_label(config))
 
-  plt = nc.matplotlib()
+
+save = _results.save
+
+
+def table(results: dict[str, Any]) -> str:
+  config, metrics, rows = results["config"], results["metrics"], []
+  for model in config["models"]:
+    m = metrics[model]
+    thesis = THESIS_TEST_LL.get(config["dataset"], {}).get(model)
+    rows.append([metrics["dataset"], f"MAF-{model} ({config['num_layers']})",
+                 _results.pm(m["test_ll"], m["test_ll_std"], 2),
+                 f"{thesis[0]:.2f}" if thesis is not None else "n/a (stand-in)"])
+  return nc.titled_table("Density estimation, test log-likelihood (nats)", REFERENCE["source"],
+                         ("dataset", "model", "test LL (nats)",
+                          f"thesis ({REFERENCE['source']})"), rows)
+
+
+def plot(out: str) -> list[str]:
+  """Validation log-likelihood against step, mean over seeds, from the saved files."""
+  results, arrays = _results.load(out)
+  config, name = results["config"], results["metrics"]["dataset"]
+  plt = _plots.pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.4))
-  for model, (steps, valid) in curves.items():
-    ax.plot(steps, np.nanmean(valid, 0), marker=".", label=f"MAF-{model} ({config.num_layers})")
+  for model in config["models"]:
+    ax.plot(arrays[f"{model}/eval_steps"], np.nanmean(arrays[f"{model}/valid_ll"], 0),
+            marker=".", label=f"MAF-{model} ({config['num_layers']})")
   ax.set_xlabel("step")
   ax.set_ylabel("validation log-likelihood (nats)")
-  ax.set_title(splits.name if splits.name != "standin" else "stand-in (breast cancer)",
-               fontsize=9)
+  ax.set_title(name if name != "standin" else "stand-in (breast cancer)", fontsize=9)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  os.makedirs(out_dir, exist_ok=True)
-  fig.savefig(os.path.join(out_dir, "uci_curves.png"), dpi=110)
-  plt.close(fig)
-  return metrics
+  return [_plots.savefig(fig, out, "uci_curves.png", dpi=110)]
 
 
-TABLE_HEADERS = ("dataset", "model", "test LL (nats)", "thesis (Table 9.II)")
-
-
-def table_rows(metrics: dict, config: UCIConfig) -> list[list[str]]:
-  rows = []
-  for model in config.models:
-    m = metrics[model]
-    thesis = THESIS_TEST_LL.get(config.dataset, {}).get(model)
-    rows.append([metrics["dataset"], f"MAF-{model} ({config.num_layers})",
-                 common.pm(m["test_ll"], m["test_ll_std"], 2),
-                 f"{thesis:.2f}" if thesis is not None else "n/a (stand-in)"])
-  return rows
-
-
-def data_label(config: UCIConfig) -> str:
+def data_label(config: Config) -> str:
   """The results.json `data` entry."""
   if config.dataset == "standin":
     return ("STAND-IN: scikit-learn breast-cancer table (569 x 30), standardized, MAF split; "

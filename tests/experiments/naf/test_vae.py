@@ -1,16 +1,14 @@
-"""`jaxthesis naf vae`: the posterior densities (eq. 9.1), the bounds, and the command."""
+"""`jaxthesis naf vae`: the posterior densities (Eq. 9.1), the bounds, and a quick run."""
 import dataclasses
 import functools
-import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxthesis import cli
+from jaxthesis.experiments import _config
 from jaxthesis.experiments.naf import vae as naf_vae
 
 # XLA's CPU backend at optimization level 0 compiles about twice as fast, same results.
@@ -54,23 +52,18 @@ def test_importance_weighted_bound_is_tighter_than_elbo():
   assert jnp.all(lj < -0.5 * CONFIG.latent_dim * math.log(2 * math.pi))
 
 
-def test_vae_command_quick_writes_results(tmp_path, capsys, monkeypatch):
+def _fake_digits(monkeypatch, num_train=300, num_test=50):
+  """Random grey digits instead of the built-in ones (loading those takes seconds)."""
   import jaxthesis.data
   from jaxthesis.data.sources import ImageSplit
-  # Random grey digits instead of the built-in ones: loading those takes seconds.
   rng = np.random.default_rng(0)
   fake = {split: ImageSplit(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-                            np.zeros(n, np.int64)) for split, n in (("train", 300), ("test", 50))}
+                            np.zeros(n, np.int64))
+          for split, n in (("train", num_train), ("test", num_test))}
   monkeypatch.setattr(jaxthesis.data, "load_mnist", lambda split, *a, **k: fake[split])
-  out = str(tmp_path / "vae")
-  assert cli.main(["naf", "vae", "--quick", "--no-progress", "--models", "gaussian",
-                   "--steps", "6", "--importance", "4", "--out", out]) == 0
-  with open(os.path.join(out, "results.json")) as f:
-    results = json.load(f)
-  assert results["experiment"] == "naf vae" and "dynamically binarized" in results["data"]
-  m = results["metrics"]["gaussian"]
-  assert m["neg_log_px"] <= m["neg_elbo"] + 1e-3  # IW estimate >= ELBO, per seed on average
-  assert os.path.exists(os.path.join(out, "vae_posteriors.png"))
-  assert "-log p(x)" in capsys.readouterr().out
-  with pytest.raises(SystemExit):
-    cli.main(["naf", "vae", "--models", "flow"])
+
+
+def test_too_many_validation_digits_names_the_field(monkeypatch):
+  _fake_digits(monkeypatch)
+  with pytest.raises(_config.UsageError, match="config.num_valid"):
+    naf_vae.run(naf_vae.get_config(True, num_valid=300), progress=False)
