@@ -88,6 +88,28 @@ STUDIES: tuple[Study, ...] = (
           "per-example misclassification after one epoch, real vs randX vs randY (Fig. 3.1)",
           smoke=dict(data="builtin", num_train=64, num_scored=32, restarts=2, width=8,
                      batch_size=16)),
+    Study("memorization", "csr", "jaxthesis.experiments.memorization.csr",
+          "accuracy and validation critical sample ratio through training, 0-80% randX/randY "
+          "(Figs. 3.7, 3.9)",
+          smoke=dict(data="builtin", noise_levels=(0.8,), num_train=60, num_test=20,
+                     width=8, batch_size=20, epochs=2, eval_every=3, csr_points=10,
+                     lass_iterations=3)),
+    Study("memorization", "sensitivity", "jaxthesis.experiments.memorization.sensitivity",
+          "loss-sensitivity through unrolled SGD: Gini over examples, per-class ḡ_ij "
+          "(Figs. 3.3, 3.4)",
+          smoke=dict(data="builtin", num_train=40, width=4, epochs=1, eval_every=2)),
+    Study("memorization", "capacity", "jaxthesis.experiments.memorization.capacity",
+          "validation accuracy and epochs to fit against hidden units and data size "
+          "(Figs. 3.5, 3.6)",
+          smoke=dict(data="builtin", widths=(2, 4), noise_levels=(0.0, 0.8),
+                     data_sizes=(40, 60), size_width=4, num_train=60, num_test=20,
+                     batch_size=20, epochs=2, eval_every=3)),
+    Study("memorization", "regularizers", "jaxthesis.experiments.memorization.regularizers",
+          "regularizers: randY training accuracy vs real validation accuracy (Figs. 3.10, 3.11)",
+          smoke=dict(data="builtin", methods=("dropout", "dropout+adversarial"),
+                     dropout=(0.5,), adversarial_dropout=(0.2,), adversarial_iterations=2,
+                     num_train=60, num_test=20, width=8, batch_size=20, epochs=1,
+                     eval_every=3)),
 )
 
 
