@@ -7,9 +7,9 @@ A training problem is a `Task`: pure functions `init`, `step` and (optionally)
   seeds, restarts and hyperparameter sweeps are a single compiled computation. How the
   restarts are laid out in that program is `restart_axis`: ``"vmap"`` batches them (one
   batched matrix product per layer), ``"map"`` runs them one after another inside the
-  compiled step with `lax.map` (plain matrix products, the fastest form on XLA:CPU, whose
-  batched dot is slower than a loop of its GEMMs), ``"auto"`` (the default) picks by
-  backend (`restart_axis_for`); the results are the same up to float rounding;
+  compiled step with `lax.map` (plain matrix products: on XLA:CPU a batched dot can run
+  below the rate of its GEMMs), ``"auto"`` (the default) picks by backend
+  (`restart_axis_for`); the results are the same up to float rounding;
 * runs the steps in `lax.scan`, in fixed-size chunks (one compilation; steps past the
   end are skipped with `lax.cond`), evaluating `evaluate` every `eval_every` steps
   inside the scan and returning every metric as an array;
@@ -47,8 +47,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxthesis import _checks
+from jaxthesis import _checks, _runtime
 from jaxthesis.typing import Array, PRNGKey, PyTree
+
+# Importing jaxthesis (which imports the engine) sets the allocator for XLA:CPU's
+# per-call temporaries; see jaxthesis/_runtime.py (JAXTHESIS_MALLOC=default opts out).
+_runtime.configure_process()
 
 InitFn = Callable[[PRNGKey, PyTree, PyTree], PyTree]
 StepFn = Callable[[PyTree, Array, PRNGKey, PyTree, PyTree],
@@ -108,9 +112,11 @@ RESTART_AXES = ("vmap", "map", "auto")
 def restart_axis_for(platform: str) -> str:
   """The restart formulation ``restart_axis="auto"`` uses on a backend.
 
-  ``"map"`` on ``"cpu"``: XLA:CPU runs a batched dot over the restart axis below the rate
-  of its plain GEMMs (benchmarks/rex_cmnist_speed.py records both); ``"vmap"`` on GPU and
-  TPU, where one batched kernel fills the device better than R small ones.
+  ``"map"`` on ``"cpu"``: XLA:CPU can run a batched dot over the restart axis below the
+  rate of its plain GEMMs, and the mapped step measured at least as fast as the vmapped
+  one there (benchmarks/rex_cmnist_speed.py times both side by side and records them);
+  ``"vmap"`` on GPU and TPU, where one batched kernel fills the device better than R
+  small sequential ones.
   """
   if not isinstance(platform, str):
     raise TypeError(f"platform must be a str such as 'cpu' or 'gpu', got {type(platform).__name__}")
