@@ -98,13 +98,20 @@ def load_flat_mnist(data: str = "builtin", data_dir: Optional[str] = None,
 
 
 def sample_probs(method, params, key, x, num_samples: int, chunk: int = 500):
-  """Clipped per-sample class probabilities [S, B, C] (host numpy), in chunks of examples."""
+  """Clipped per-sample class probabilities (host numpy), in chunks of examples.
+
+  `params` with a leading trial axis (as `train_classifier` returns them) gives
+  `[T, S, B, C]`, all trials in one vmapped program; `key` is split over the trials.
+  """
   import jax
   from jaxthesis import bhn
 
-  fn = jax.jit(lambda p, k, xb: bhn.sample_probabilities(method.sample_outputs(p, k, xb, num_samples)))
-  parts = [np.asarray(fn(params, key, x[i:i + chunk])) for i in range(0, len(x), chunk)]
-  return np.concatenate(parts, axis=1)
+  one = lambda p, k, xb: bhn.sample_probabilities(method.sample_outputs(p, k, xb, num_samples))
+  num_trials = jax.tree_util.tree_leaves(params)[0].shape[0]
+  fn = jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+  keys = jax.random.split(key, num_trials)
+  parts = [np.asarray(fn(params, keys, x[i:i + chunk])) for i in range(0, len(x), chunk)]
+  return np.concatenate(parts, axis=2)
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -126,3 +133,27 @@ def restart(params, i: int):
 def log(message: str, progress: bool) -> None:
   if progress:
     print(message, file=sys.stderr, flush=True)
+
+
+def train_classifier(spec: str, key, x, y, *, hidden: tuple, num_epochs: int, batch_size: int,
+                     num_trials: int = 1, learning_rate: float = 1e-3, num_samples: int = 1,
+                     prior_precision: float = 1.0, hypernet_hidden: int = 200,
+                     dropout_rate: float = 0.5, init_scale: float = 0.01, progress: bool = False,
+                     checkpoint_dir: Optional[str] = None, fingerprint: Any = None):
+  """Builds the method a spec names and trains `num_trials` copies as one vmapped run.
+
+  Returns `(method, params with a leading trial axis, RunResult)`.
+  """
+  import jax
+  from jaxthesis import bhn
+
+  build_key, train_key = jax.random.split(key)
+  method = build_method(spec, x.shape[1], tuple(hidden), int(np.max(y)) + 1, key=build_key,
+                        prior_precision=prior_precision, num_samples=num_samples,
+                        dropout_rate=dropout_rate, hypernet_hidden=hypernet_hidden,
+                        init_scale=init_scale)
+  result = bhn.fit(method, train_key, {"x": x, "y": y}, num_epochs=num_epochs,
+                   batch_size=min(batch_size, len(y)), num_restarts=num_trials,
+                   learning_rate=learning_rate, progress=progress, description=spec,
+                   checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)
+  return method, result.state.params, result
