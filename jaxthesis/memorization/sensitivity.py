@@ -199,18 +199,20 @@ def make_sensitivity_task(*, num_examples: int, input_dim: int, max_classes: int
 
   def step(state: SensitivityState, t, key, hp: SensitivityHParams, data):
     del key
-    inputs, labels = data["inputs"][hp.dataset], data["labels"][hp.dataset]
+    # Gather minibatches only (indexing the data set first would copy it per restart).
+    inputs = lambda i: data["inputs"][hp.dataset, i]
+    labels = lambda i: data["labels"][hp.dataset, i]
     loss_fn = lambda p, x, y: masked_cross_entropy(mlp_apply(p, x), y, hp.num_classes)
     idx = batch_index(state.shuffle_key, t)
-    x, y = inputs[idx], labels[idx]
+    x, y = inputs(idx), labels(idx)
     first = jax.tree_util.tree_map(lambda a: a[0], state.past_params)
-    sens = loss_sensitivity(loss_fn, first, inputs[state.past_index], labels[state.past_index],
+    sens = loss_sensitivity(loss_fn, first, inputs(state.past_index), labels(state.past_index),
                             x, y, learning_rate, valid=state.past_valid, num_classes=c)
     weight = state.past_valid[:, None].astype(jnp.float32) * jnp.ones_like(sens.total)
     flat_idx = state.past_index.reshape(-1)
     sum_g = state.sum_g.at[flat_idx].add((sens.total * weight).reshape(-1))
     count = state.count.at[flat_idx].add(weight.reshape(-1))
-    past_labels = labels[state.past_index].reshape(-1)
+    past_labels = labels(state.past_index).reshape(-1)
     in_matrix = (past_labels < c) & (weight.reshape(-1) > 0)
     col = jnp.where(in_matrix, past_labels, 0)
     per_class = sens.per_class.reshape(c, -1) * in_matrix

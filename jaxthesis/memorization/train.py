@@ -161,7 +161,8 @@ def make_classifier_task(model: Model, *, max_examples: int, batch_size: int,
 
   def step(state: ClassifierState, t, key, hp: ClassifierHParams, data):
     idx = epoch_batch(state.shuffle_key, t, hp.num_examples, max_examples, batch_size)
-    x, y = data["train_x"][hp.dataset][idx], data["train_y"][hp.dataset][idx]
+    # One gather of the minibatch (indexing the data set first would copy it per restart).
+    x, y = data["train_x"][hp.dataset, idx], data["train_y"][hp.dataset, idx]
     noise_key, adv_key = jax.random.split(key)
     if adversarial is not None:
       found = lass_lib.lass(logits_fn(state.params, state.model_state, hp.width), x, adv_key,
