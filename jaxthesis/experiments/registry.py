@@ -110,6 +110,26 @@ STUDIES: tuple[Study, ...] = (
                      dropout=(0.5,), adversarial_dropout=(0.2,), adversarial_iterations=2,
                      num_train=60, num_test=20, width=8, batch_size=20, epochs=1,
                      eval_every=3)),
+    Study("bhn", "toy-regression", "jaxthesis.experiments.bhn.toy_regression",
+          "1-D regression: deterministic net vs BHN on g vs BHN on all weights (Fig. 7.1)",
+          smoke=dict(models=("deterministic", "bhn-g"), num_epochs=10)),
+    Study("bhn", "multimodal", "jaxthesis.experiments.bhn.multimodal",
+          "posterior of y = a b x over both modes a = b = ±1 (Fig. 7.2)",
+          smoke=dict(hypernets=("realnvp:1",), num_epochs=10, num_eval_samples=200)),
+    Study("bhn", "mnist", "jaxthesis.experiments.bhn.mnist",
+          "MNIST 5,000: BHNs with 0-12 couplings, IAF, DSF vs MLE / dropout / BbB "
+          "(Table 7.I, Fig. 7.3)",
+          smoke=dict(methods=("gaussian:0",), num_trials=1, num_epochs=1, train_size=256,
+                     test_size=100)),
+    Study("bhn", "anomaly", "jaxthesis.experiments.bhn.anomaly",
+          "OOD detection on MNIST with offline OOD sets and held-out digits "
+          "(Table 7.II, Table 11.VII)",
+          smoke=dict(methods=("gaussian:0",), ood_sets=("uniform",), num_epochs=1,
+                     train_size=256, test_size=100)),
+    Study("bhn", "adversarial", "jaxthesis.experiments.bhn.adversarial",
+          "FGSM attacks: accuracy, uncertainty and detection AUROC vs step size (Fig. 7.5)",
+          smoke=dict(methods=("gaussian:0",), epsilons=(0.0, 0.2), num_epochs=1,
+                     train_size=256, test_size=50)),
 )
 
 
