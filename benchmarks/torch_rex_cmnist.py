@@ -3,7 +3,7 @@
 Written for `rex_cmnist_speed.py`: the same algorithm as `jaxthesis.rex.train` with the
 `vrex` objective (mean risk + w(t)·Var(risks) + l2‖θ‖², divided by w(t) once w(t) > 1;
 population noise redrawn every step), one restart after another as the IRM/REx reference
-scripts run them, in float32 on the CPU.
+scripts run them, in float32 on the CPU or, with `device="cuda"`, on the GPU.
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ def _mlp(input_dim: int, hidden: int, generator: torch.Generator) -> torch.nn.Se
 def _color(pixels, digits, color_flip, label_noise, generator):
   n = digits.shape[0]
   labels = (digits < 5).float()
-  labels = (labels - (torch.rand(n, generator=generator) < label_noise).float()).abs()
-  colors = (labels - (torch.rand(n, generator=generator) < color_flip).float()).abs()
+  rand = lambda: torch.rand(n, generator=generator, device=digits.device)
+  labels = (labels - (rand() < label_noise).float()).abs()
+  colors = (labels - (rand() < color_flip).float()).abs()
   x = torch.cat([pixels * (colors == 0).float()[:, None], pixels * (colors == 1).float()[:, None]],
                 dim=1)
   return x, labels
@@ -34,15 +35,17 @@ def _color(pixels, digits, color_flip, label_noise, generator):
 
 def train_vrex(train_pixels: np.ndarray, train_digits: np.ndarray, color_flips, *,
                restarts: int, steps: int, hidden: int, lr: float, l2: float,
-               penalty_weight: float, anneal: int, label_noise: float = 0.25, seed: int = 0):
+               penalty_weight: float, anneal: int, label_noise: float = 0.25, seed: int = 0,
+               device: str = "cpu"):
   """Trains `restarts` models one after another; returns final train accuracies."""
   torch.manual_seed(seed)
-  pixels = [torch.from_numpy(np.array(p)) for p in train_pixels]
-  digits = [torch.from_numpy(np.array(d)) for d in train_digits]
+  pixels = [torch.from_numpy(np.array(p)).to(device) for p in train_pixels]
+  digits = [torch.from_numpy(np.array(d)).to(device) for d in train_digits]
   accs = []
   for restart in range(restarts):
-    gen = torch.Generator().manual_seed(seed * 1000 + restart)
-    net = _mlp(pixels[0].shape[1] * 2, hidden, gen)
+    init_gen = torch.Generator().manual_seed(seed * 1000 + restart)
+    gen = torch.Generator(device=device).manual_seed(seed * 1000 + restart)
+    net = _mlp(pixels[0].shape[1] * 2, hidden, init_gen).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     for step in range(steps):
       risks, acc = [], []
