@@ -88,3 +88,9 @@ def check_differentiable(name: str, x: Any) -> None:
   if isinstance(x, (int, float)) and not isinstance(x, bool):
     return
   check_floating(name, x)
+
+
+def check_positive_int(name: str, value: Any) -> None:
+  """A Python or numpy integer >= 1 (bools are not counts)."""
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}")

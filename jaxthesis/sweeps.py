@@ -36,6 +36,18 @@ class StepLimitedHParams(NamedTuple):
   num_steps: Array  # i32[] inside a run, i32[R] at the Runner
 
 
+def _check_task(task) -> None:
+  if not isinstance(task, engine.Task):
+    raise TypeError(f"task must be a jaxthesis.engine.Task, got {type(task).__name__}")
+
+
+def _check_restart_axis(hparams: PyTree, name: str, size: int) -> None:
+  """Every hparams leaf has the leading restart axis of the `[R]` array `name`."""
+  sizes = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(hparams)}
+  if sizes and sizes != {size}:
+    raise ValueError(f"hparams restart axis {sorted(sizes)} differs from {name}'s {size}")
+
+
 def stack_data(datasets: Sequence[PyTree]) -> PyTree:
   """Stacks datasets of one structure and shape along a new leading axis `[D, ...]`.
 
@@ -74,10 +86,7 @@ def indexed_hparams(hparams: PyTree, data_index, num_datasets: int) -> IndexedHP
   if index.size and (index.min() < 0 or index.max() >= num_datasets):
     raise ValueError(f"data_index must lie in [0, {num_datasets}), got range "
                      f"[{index.min()}, {index.max()}]")
-  sizes = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(hparams)}
-  if sizes and sizes != {index.shape[0]}:
-    raise ValueError(f"hparams restart axis {sorted(sizes)} differs from data_index's "
-                     f"{index.shape[0]}")
+  _check_restart_axis(hparams, "data_index", index.shape[0])
   return IndexedHParams(hparams=hparams, data_index=jnp.asarray(index, jnp.int32))
 
 
@@ -88,8 +97,7 @@ def index_data(task: engine.Task) -> engine.Task:
   (`stack_data`); restarts with equal index see exactly the data the unwrapped task
   would see if run alone on that dataset.
   """
-  if not isinstance(task, engine.Task):
-    raise TypeError(f"task must be a jaxthesis.engine.Task, got {type(task).__name__}")
+  _check_task(task)
 
   def init(key, hp: IndexedHParams, data):
     return task.init(key, hp.hparams, select_data(data, hp.data_index))
@@ -112,10 +120,7 @@ def step_limited_hparams(hparams: PyTree, num_steps) -> StepLimitedHParams:
     raise ValueError(f"num_steps must be a 1-D integer array [R], got {steps.dtype}{steps.shape}")
   if steps.size and steps.min() < 1:
     raise ValueError(f"num_steps must be >= 1, got minimum {steps.min()}")
-  sizes = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(hparams)}
-  if sizes and sizes != {steps.shape[0]}:
-    raise ValueError(f"hparams restart axis {sorted(sizes)} differs from num_steps' "
-                     f"{steps.shape[0]}")
+  _check_restart_axis(hparams, "num_steps", steps.shape[0])
   return StepLimitedHParams(hparams=hparams, num_steps=jnp.asarray(steps, jnp.int32))
 
 
@@ -128,8 +133,7 @@ def with_step_limit(task: engine.Task) -> engine.Task:
   Losses reported after the limit are those of the frozen state; the metric `active`
   says which steps were applied.
   """
-  if not isinstance(task, engine.Task):
-    raise TypeError(f"task must be a jaxthesis.engine.Task, got {type(task).__name__}")
+  _check_task(task)
 
   def init(key, hp: StepLimitedHParams, data):
     return task.init(key, hp.hparams, data)

@@ -23,11 +23,6 @@ def _column_uniform(key: PRNGKey, fan_in_pad: int, fan_out_pad: int, draw_length
   return cols[:, :fan_in_pad].T
 
 
-def _check_positive_int(name: str, value) -> None:
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _check_hidden(hidden, width: int) -> None:
   if np.ndim(hidden) != 0:
     raise ValueError(f"hidden must be a scalar (vmap over restarts), got shape "
@@ -60,7 +55,7 @@ def masked_mlp_init(key: PRNGKey, input_dim: int, width: int, hidden: Array, *,
   """
   for name, value in (("input_dim", input_dim), ("width", width), ("width_limit", width_limit),
                       ("depth", depth)):
-    _check_positive_int(name, value)
+    _checks.check_positive_int(name, value)
   if width > width_limit:
     raise ValueError(f"width {width} exceeds width_limit {width_limit}")
   _check_hidden(hidden, width)

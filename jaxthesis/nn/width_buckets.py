@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxthesis import _checks
+
 
 def bucket_width(hidden, per_octave: int = 2) -> np.ndarray:
   """The padded width of each configuration: the smallest `ceil(2^(j/per_octave)) >= h`.
@@ -27,9 +29,7 @@ def bucket_width(hidden, per_octave: int = 2) -> np.ndarray:
   h = np.asarray(hidden)
   if not np.issubdtype(h.dtype, np.integer) or np.any(h < 1):
     raise ValueError(f"hidden must hold positive ints, got {h}")
-  if not isinstance(per_octave, (int, np.integer)) or isinstance(per_octave, bool) \
-      or per_octave < 1:
-    raise ValueError(f"per_octave must be a positive int, got {per_octave!r}")
+  _checks.check_positive_int("per_octave", per_octave)
   j = np.ceil(per_octave * np.log2(h) - 1e-9)
   width = np.ceil(2.0 ** (j / per_octave)).astype(np.int64)
   width = np.where(width < h, np.ceil(2.0 ** ((j + 1) / per_octave)), width)

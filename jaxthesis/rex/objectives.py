@@ -232,9 +232,7 @@ class GroupDROState(NamedTuple):
 
 def groupdro_init(num_domains: int) -> GroupDROState:
   """Uniform weights `q_e = 1/m` over the m training domains."""
-  if not isinstance(num_domains, (int, np.integer)) or isinstance(num_domains, bool) \
-      or num_domains < 1:
-    raise ValueError(f"num_domains must be a positive int, got {num_domains!r}")
+  _checks.check_positive_int("num_domains", num_domains)
   return GroupDROState(log_q=jnp.full((num_domains,), -jnp.log(num_domains)))
 
 
@@ -320,9 +318,7 @@ class Objective(NamedTuple):
 
 
 def _stateless_init(num_domains: int) -> tuple:
-  if not isinstance(num_domains, (int, np.integer)) or isinstance(num_domains, bool) \
-      or num_domains < 1:
-    raise ValueError(f"num_domains must be a positive int, got {num_domains!r}")
+  _checks.check_positive_int("num_domains", num_domains)
   return ()
 
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxthesis import engine
+from jaxthesis import _checks, engine
 from jaxthesis.nn import bucket_width, group_by_bucket, masked_mlp_apply, masked_mlp_init
 from jaxthesis.rex import train
 from jaxthesis.rex.train import DomainSampler, EvalSampler
@@ -139,8 +139,7 @@ def masked_model(input_dim: int, width: int, width_limit: int,
   """The masked-width MLP of one bucket as a `train.DomainModel` reading `hparams.hidden`."""
   for name, value in (("width", width), ("width_limit", width_limit), ("input_dim", input_dim),
                       ("depth", depth)):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-      raise ValueError(f"{name} must be a positive int, got {value!r}")
+    _checks.check_positive_int(name, value)
   if width > width_limit:
     raise ValueError(f"width {width} exceeds width_limit {width_limit}")
   return train.DomainModel(

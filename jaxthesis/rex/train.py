@@ -99,8 +99,7 @@ class DomainModel(NamedTuple):
 def mlp_model(hidden: int, input_dim: int, depth: int = 2) -> DomainModel:
   """The flax `MLP` `input_dim → hidden → ... → 1` (depth hidden layers) of thesis 5.4.1."""
   for name, value in (("hidden", hidden), ("input_dim", input_dim), ("depth", depth)):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-      raise ValueError(f"{name} must be a positive int, got {value!r}")
+    _checks.check_positive_int(name, value)
   net = MLP(hidden=(int(hidden),) * int(depth))
   return DomainModel(
       init=lambda key, hp: net.init(key, jnp.zeros((1, int(input_dim)), jnp.float32)),
@@ -143,9 +142,7 @@ def make_domain_task(method: str, *, num_domains: int, sample_train: DomainSampl
   """
   _checks.check_choice("method", method, METHODS)
   _checks.check_choice("irm_estimator", irm_estimator, IRM_ESTIMATORS)
-  if not isinstance(num_domains, (int, np.integer)) or isinstance(num_domains, bool) \
-      or num_domains < 1:
-    raise ValueError(f"num_domains must be a positive int, got {num_domains!r}")
+  _checks.check_positive_int("num_domains", num_domains)
   _checks.check_callable("sample_train", sample_train)
   _checks.check_callable("sample_eval", sample_eval)
   _checks.check_callable("input_transform", input_transform, optional=True)
