@@ -11,11 +11,24 @@ other. Which of the two is the distrax *forward* (base noise -> data) is the `di
   `forward` / `sample_and_log_prob` are parallel and `inverse` (evaluating external points)
   is sequential.
 
-Differentiability: the parallel direction is fully differentiable. The sequential
-direction solves each dimension by bisection (or in closed form for affine transformers);
-its output is wrapped in `stop_gradient`, and its log-determinant is recomputed by one
-parallel pass at the solved point, so the log-det is differentiable w.r.t. parameters *at
-fixed* solved points, but no gradient flows through the solve itself.
+Differentiability: both directions are differentiable. The parallel direction is plain
+autodiff (or the transformers' closed-form derivatives). The sequential direction solves
+each dimension by bisection (or in closed form for affine transformers); the transformers
+attach implicit-function-theorem derivatives to each scalar solve
+(`dx = (dy - d_theta tau) / tau'`, see `transformers._implicit_inverse`), and the D sweeps
+are differentiated as written: after sweep i the first i dimensions of the ordering and
+their derivatives are exact, so after D sweeps the derivative is that of the exact inverse
+`T^{-1}`. MAF-direction samples can therefore be trained through (e.g. a reverse-KL
+objective on a MAF). Its log-determinant is recomputed by one parallel pass at the solved
+point, differentiable through that point as well.
+
+Points that cannot be inverted: with the default (surjective) transformers every point has
+an inverse; with the thesis's bounded DSF / DDSF (`surjective=False`) a point outside the
+image gives NaN in every dimension at or after the first that cannot be solved (and a NaN
+log-det): NaN is the flag, never a far-away finite value.
+
+Argument names in errors follow the distrax method the caller used: `forward(x)` and
+`inverse(y)` name `x` and `y` respectively, whichever of them runs `T` or `T^{-1}`.
 """
 from __future__ import annotations
 
@@ -84,23 +97,37 @@ class AutoregressiveBijector(distrax.Bijector):
   def _pseudo(self, x: Array) -> Array:
     return self.conditioner(self.conditioner_params, x, self.context)
 
-  def transform_and_log_det(self, x: Array) -> tuple[Array, Array]:
-    """`T(x)` and `log|det dT/dx|` in one parallel pass (differentiable)."""
-    self._check_event("x", x)
-    y, log_dy = self.transformer.forward_and_log_det(self.transformer_params,
-                                                     self._pseudo(x), x)
+  def transform_and_log_det(self, x: Array, *, name: str = "x") -> tuple[Array, Array]:
+    """`T(x)` and `log|det dT/dx|` in one parallel pass (differentiable).
+
+    Args:
+      x: points [..., D].
+      name: what to call `x` in error messages (the caller's argument name).
+    """
+    self._check_event(name, x)
+    return self._transform_and_log_det(x)
+
+  def _transform_and_log_det(self, x: Array) -> tuple[Array, Array]:
+    pseudo = self._pseudo(x)
+    # With a batched context the pseudo-parameters may carry more batch axes than x.
+    x = jnp.broadcast_to(x, pseudo.shape[:-1])
+    y, log_dy = self.transformer.forward_and_log_det(self.transformer_params, pseudo, x)
     return y, log_dy.sum(-1)
 
-  def solve_and_log_det(self, y: Array) -> tuple[Array, Array]:
+  def solve_and_log_det(self, y: Array, *, name: str = "y") -> tuple[Array, Array]:
     """`T^{-1}(y)` and `log|det dT^{-1}/dy|`, one dimension after another.
 
     Sweeps D times; sweep i re-runs the conditioner on the current solution and solves
     every scalar transformer equation, which fixes the i-th dimension of the ordering (the
     earlier ones are already exact), so after D sweeps all are. The sweeps are a
-    `fori_loop`, the scalar solves bisection, so this jits. Not differentiable through the
-    solve (see the module docstring).
+    `fori_loop`, the scalar solves bisection, so this jits; it is differentiable (see the
+    module docstring). NaN where `y` has no inverse (bounded transformers only).
+
+    Args:
+      y: points [..., D].
+      name: what to call `y` in error messages (the caller's argument name).
     """
-    self._check_event("y", y)
+    self._check_event(name, y)
     tp = self.transformer_params
     # Broadcast y against the context's batch shape so the loop carry keeps one shape.
     shape = jax.eval_shape(self._pseudo, y).shape[:-1]
@@ -110,21 +137,20 @@ class AutoregressiveBijector(distrax.Bijector):
       return self.transformer.inverse(tp, self._pseudo(x), y)
 
     x = jax.lax.fori_loop(0, self.num_dims, sweep, jnp.zeros_like(y))
-    x = jax.lax.stop_gradient(x)
-    _, log_det = self.transform_and_log_det(x)
+    _, log_det = self._transform_and_log_det(x)
     return x, -log_det
 
   # distrax interface.
 
   def forward_and_log_det(self, x: Array) -> tuple[Array, Array]:
     if self.direction == "iaf":
-      return self.transform_and_log_det(x)
-    return self.solve_and_log_det(x)
+      return self.transform_and_log_det(x, name="x")
+    return self.solve_and_log_det(x, name="x")
 
   def inverse_and_log_det(self, y: Array) -> tuple[Array, Array]:
     if self.direction == "maf":
-      return self.transform_and_log_det(y)
-    return self.solve_and_log_det(y)
+      return self.transform_and_log_det(y, name="y")
+    return self.solve_and_log_det(y, name="y")
 
   def same_as(self, other: distrax.Bijector) -> bool:
     return other is self

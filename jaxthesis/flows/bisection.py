@@ -3,39 +3,79 @@
 Used to invert the neural transformers (DSF, DDSF), which have no closed-form inverse
 (footnote 3 of chapter 9: "it is possible to approximate it numerically"). Everything is
 elementwise over arrays and runs a fixed number of iterations, so it traces once and
-jits; it is not meant to be differentiated (comparisons carry no gradient).
+jits. The solvers themselves are not differentiated (comparisons carry no gradient); the
+transformers attach implicit-function-theorem derivatives to the solution instead (see
+`jaxthesis.flows.transformers`).
 """
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxthesis.typing import Array
+from jaxthesis import _checks
+from jaxthesis.typing import Array, ArrayLike
 
 
-def bisect_increasing(fn: Callable[[Array], Array], target: Array, lower: Array,
-                      upper: Array, num_steps: int) -> Array:
-  """Solves `fn(x) = target` elementwise for an increasing `fn` on `[lower, upper]`.
+class Solution(NamedTuple):
+  """The result of `solve_increasing`.
 
-  Each step halves the bracket, keeping `fn(lower) < target <= fn(upper)`; after
-  `num_steps` steps the midpoint is returned. If the target lies outside
-  `[fn(lower), fn(upper)]` the answer converges to the nearer end.
+  Attributes:
+    root: the approximate roots [S].
+    bracketed: bool [S], whether `fn(lower) <= target <= fn(upper)` held, i.e. whether the
+      bracket provably contained a root; where it is False, `root` is only the bracket end
+      nearer the target and is no solution.
+  """
+  root: Array
+  bracketed: Array
+
+
+def _check_callable(name: str, fn) -> None:
+  if not callable(fn):
+    raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+
+
+def _check_steps(name: str, value) -> None:
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_bracket(target: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> None:
+  _checks.check_floating("target", target)
+  for name, value in (("lower", lower), ("upper", upper)):
+    _checks.check_floating(name, value)
+    try:
+      np.broadcast_shapes(np.shape(value), np.shape(target))
+    except ValueError:
+      raise ValueError(f"{name} must broadcast against target {np.shape(target)}, got shape "
+                       f"{np.shape(value)}") from None
+
+
+def steps_to_resolution(width: float, dtype) -> int:
+  """Halvings that shrink a bracket of `width` below the resolution of `dtype` at 1.
+
+  `ceil(log2(width)) + nmant + 1` halvings leave a bracket of width at most
+  `2^-(nmant + 1)` (3e-8 in float32), half the float spacing just below 1; at |x| >= 1 the
+  bracket has by then reached adjacent floats.
 
   Args:
-    fn: elementwise increasing function, `x.shape -> x.shape`.
-    target: values to reach, shape S.
-    lower: lower ends of the brackets, shape S.
-    upper: upper ends, shape S.
-    num_steps: number of halvings (a Python int >= 1).
+    width: an upper bound on the bracket's width (> 0).
+    dtype: the floating dtype the bisection runs in.
 
   Returns:
-    The approximate roots, shape S.
+    The number of halvings, a Python int.
   """
-  if not isinstance(num_steps, int) or num_steps < 1:
-    raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+  if not (isinstance(width, (int, float, np.floating)) and math.isfinite(width) and width > 0):
+    raise ValueError(f"width must be a finite positive number, got {width!r}")
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+  return max(1, math.ceil(math.log2(width))) + int(jnp.finfo(dtype).nmant) + 1
 
+
+def _halve(fn, target, lower, upper, num_steps):
   def halve(_, bracket):
     lo, hi = bracket
     mid = 0.5 * (lo + hi)
@@ -46,7 +86,64 @@ def bisect_increasing(fn: Callable[[Array], Array], target: Array, lower: Array,
   return 0.5 * (lo + hi)
 
 
-def expand_bracket(fn: Callable[[Array], Array], target: Array, num_expansions: int,
+def bisect_increasing(fn: Callable[[Array], Array], target: ArrayLike, lower: ArrayLike,
+                      upper: ArrayLike, num_steps: int) -> Array:
+  """Solves `fn(x) = target` elementwise for an increasing `fn` on `[lower, upper]`.
+
+  Each step halves the bracket, keeping `fn(lower) < target <= fn(upper)`; after
+  `num_steps` steps the midpoint is returned. If the target lies outside
+  `[fn(lower), fn(upper)]` the answer converges to the nearer end; `solve_increasing`
+  also says where that happened.
+
+  Args:
+    fn: elementwise increasing function, `x.shape -> x.shape`.
+    target: values to reach, shape S.
+    lower: lower ends of the brackets, broadcastable to S.
+    upper: upper ends, broadcastable to S.
+    num_steps: number of halvings (a Python int >= 1).
+
+  Returns:
+    The approximate roots, shape S.
+  """
+  _check_callable("fn", fn)
+  _check_bracket(target, lower, upper)
+  _check_steps("num_steps", num_steps)
+  target = jnp.asarray(target)
+  lower = jnp.broadcast_to(jnp.asarray(lower, target.dtype), target.shape)
+  upper = jnp.broadcast_to(jnp.asarray(upper, target.dtype), target.shape)
+  return _halve(fn, target, lower, upper, int(num_steps))
+
+
+def solve_increasing(fn: Callable[[Array], Array], target: ArrayLike, lower: ArrayLike,
+                     upper: ArrayLike, num_steps: int) -> Solution:
+  """`bisect_increasing` plus a flag saying where the bracket held a root.
+
+  Two more evaluations of `fn` check `fn(lower) <= target <= fn(upper)` (and that both
+  are finite) at the start; bisection keeps that invariant, so where it holds the root
+  lies in the final bracket.
+
+  Args:
+    fn: elementwise increasing function, `x.shape -> x.shape`.
+    target: values to reach, shape S.
+    lower: lower ends of the brackets, broadcastable to S.
+    upper: upper ends, broadcastable to S.
+    num_steps: number of halvings (a Python int >= 1).
+
+  Returns:
+    A `Solution(root, bracketed)`.
+  """
+  _check_callable("fn", fn)
+  _check_bracket(target, lower, upper)
+  _check_steps("num_steps", num_steps)
+  target = jnp.asarray(target)
+  lower = jnp.broadcast_to(jnp.asarray(lower, target.dtype), target.shape)
+  upper = jnp.broadcast_to(jnp.asarray(upper, target.dtype), target.shape)
+  f_lo, f_hi = fn(lower), fn(upper)
+  bracketed = (f_lo <= target) & (target <= f_hi) & jnp.isfinite(f_lo) & jnp.isfinite(f_hi)
+  return Solution(_halve(fn, target, lower, upper, int(num_steps)), bracketed)
+
+
+def expand_bracket(fn: Callable[[Array], Array], target: ArrayLike, num_expansions: int,
                    factor: float = 4.0) -> tuple[Array, Array]:
   """Grows `[-1, 1]` geometrically until it brackets the root of an increasing `fn`.
 
@@ -62,11 +159,13 @@ def expand_bracket(fn: Callable[[Array], Array], target: Array, num_expansions: 
   Returns:
     `(lower, upper)`, each of shape S.
   """
-  if not isinstance(num_expansions, int) or num_expansions < 1:
-    raise ValueError(f"num_expansions must be a positive int, got {num_expansions!r}")
-  if not factor > 1:
-    raise ValueError(f"factor must be > 1, got {factor!r}")
-  one = jnp.ones_like(target)
+  _check_callable("fn", fn)
+  _checks.check_floating("target", target)
+  _check_steps("num_expansions", num_expansions)
+  if not (isinstance(factor, (int, float, np.floating)) and factor > 1
+          and math.isfinite(factor)):
+    raise ValueError(f"factor must be a finite number > 1, got {factor!r}")
+  one = jnp.ones_like(jnp.asarray(target))
 
   def grow(_, bracket):
     lo, hi = bracket
@@ -74,4 +173,4 @@ def expand_bracket(fn: Callable[[Array], Array], target: Array, num_expansions: 
     hi = jnp.where(fn(hi) < target, hi * factor, hi)
     return lo, hi
 
-  return jax.lax.fori_loop(0, num_expansions, grow, (-one, one))
+  return jax.lax.fori_loop(0, int(num_expansions), grow, (-one, one))

@@ -10,16 +10,42 @@ here shares one interface, the `Transformer` NamedTuple:
   normalization).
 * `forward_and_log_det(params, pseudo, x) -> (y, log dy/dx)`: elementwise over `x` of
   shape S with `pseudo` of shape S + (num_pseudo_params,).
-* `inverse(params, pseudo, y) -> x`: closed form (affine) or bisection (DSF, DDSF).
+* `inverse(params, pseudo, y) -> x`: closed form (affine, IAF gate) or bisection (DSF,
+  DDSF), differentiable in all its arguments (implicit-function theorem, see
+  `_implicit_inverse`); NaN where `y` cannot be inverted.
+* `inverse_and_flag(params, pseudo, y) -> (x, inverted)`: the same plus the bool flag
+  saying where the inverse exists (False only where `x` is NaN).
+
+Bijections of the real line. By default every transformer is a bijection R -> R whose
+derivative is bounded below by a positive constant (`surjective=True`), so the image is
+all of R, every `y` has an inverse, and a flow's density integrates to one. The sigmoidal
+transformers of eqs. 9.8-9.10 are bounded (their image is at most
+(-logit(1 - delta/2), logit(1 - delta/2)), about +-14.5, and stacked layers narrow it
+further); they are mixed with a learned linear tail (`_linear_tail`):
+
+    y = (1 - eps) S(x) + eps x,    dy/dx = (1 - eps) S'(x) + eps >= eps >= eps_min,
+
+with `S` the thesis's sigmoidal map and `eps = eps_min + (1 - eps_min) sigmoid(t + t0)`
+from one more pseudo-parameter `t`, offset so that `t = 0` gives the small
+`tail_slope_init`. Because |S| < B (B = logit(1 - delta/2)), `y - eps x` lies within
+`(1 - eps) B` of zero, so `y -> +-inf` as `x -> +-inf` (onto R), and the root of
+`y = tau(x)` lies in the bracket `[(y - (1 - eps) B) / eps, (y + (1 - eps) B) / eps]`
+(width below 2 B / eps_min), which a fixed number of halvings shrinks to float
+resolution. `surjective=False` keeps the thesis's exact form (and its bounded image);
+there, targets outside the image give NaN and `inverted = False`.
 
 All of them map all-zero pseudo-parameters to the identity (except the IAF gate, whose
-sigmoid gate cannot reach 1; see `iaf_gate_transformer`), so a flow whose conditioner
-starts with near-zero outputs starts near the identity. Whatever can underflow in a
-log-derivative is formed in log space or shifted by its largest term, so log-derivatives
-stay finite for |x| up to 1e4.
+sigmoid gate cannot reach 1; see `iaf_gate_transformer`), up to the squeeze, so a flow
+whose conditioner starts with near-zero outputs starts near the identity. Whatever can
+underflow in a log-derivative is formed in log space or shifted by its largest term, so
+values, log-derivatives and their gradients stay finite for |x| up to 1e4, both ways.
+
+Every public function checks `pseudo` against `num_pseudo_params` and `x` (or `y`) in
+Python before any array work (`check_transformer_inputs`), naming the argument.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -28,15 +54,22 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from jaxthesis import _checks
 from jaxthesis.flows import bisection
 from jaxthesis.typing import Array, ArrayLike, Params, PRNGKey
 
 ForwardFn = Callable[[Params, Array, Array], tuple[Array, Array]]
 InverseFn = Callable[[Params, Array, Array], Array]
+InverseAndFlagFn = Callable[[Params, Array, Array], tuple[Array, Array]]
 
 # Default squeeze of sigmoid mixtures into (delta/2, 1 - delta/2) before the logit, so that
 # outputs stay within about +-14.5.
 SQUEEZE_DELTA = 1e-6
+# Defaults of the linear tail of the surjective sigmoidal transformers: its slope eps
+# starts at TAIL_SLOPE_INIT (the thesis's map dominates) and never falls below
+# MIN_TAIL_SLOPE (the lower bound of dy/dx).
+TAIL_SLOPE_INIT = 1e-2
+MIN_TAIL_SLOPE = 1e-3
 
 
 class Transformer(NamedTuple):
@@ -49,10 +82,14 @@ class Transformer(NamedTuple):
     init: `(key) -> params`, the transformer's own learned parameters (a pytree, possibly
       empty).
     forward_and_log_det: `(params, pseudo [S, K], x [S]) -> (y [S], log dy/dx [S])`.
-    inverse: `(params, pseudo [S, K], y [S]) -> x [S]`; not differentiable for the
-      bisection-based transformers.
+    inverse: `(params, pseudo [S, K], y [S]) -> x [S]`, differentiable (first order) in
+      all arguments; NaN where `y` has no inverse (only for `surjective=False`).
     identity_at_zero: whether all-zero pseudo-parameters give the identity map.
     exact_inverse: whether `inverse` is closed-form (else bisection).
+    inverse_and_flag: `(params, pseudo, y) -> (x [S], inverted [S] bool)`; `inverted` is
+      False exactly where `x` is NaN: the bisection's bracket did not provably hold a
+      root (y outside the image of a bounded transformer, or not finite).
+    surjective: whether the map is onto R with dy/dx bounded away from zero.
   """
   name: str
   num_pseudo_params: int
@@ -61,6 +98,8 @@ class Transformer(NamedTuple):
   inverse: InverseFn
   identity_at_zero: bool = True
   exact_inverse: bool = True
+  inverse_and_flag: Optional[InverseAndFlagFn] = None
+  surjective: bool = True
 
 
 # --------------------------------------------------------------------------- helpers
@@ -68,6 +107,10 @@ class Transformer(NamedTuple):
 
 def _inverse_softplus(value: float) -> float:
   return float(np.log(np.expm1(value)))
+
+
+def _logit(value: float) -> float:
+  return float(np.log(value) - np.log1p(-value))
 
 
 def _positive(raw: Array, minimum: float) -> Array:
@@ -82,8 +125,18 @@ def _no_params(key: PRNGKey) -> Params:
 
 def check_transformer_inputs(transformer: Transformer, pseudo: ArrayLike, x: ArrayLike,
                              x_name: str = "x") -> None:
-  """Validates `pseudo` [S, K] against `x` [S] in Python (before tracing)."""
-  from jaxthesis import _checks
+  """Validates `pseudo` [S, K] against `x` [S] in Python (before tracing).
+
+  Args:
+    transformer: the `Transformer` whose `num_pseudo_params` K `pseudo` must match.
+    pseudo: pseudo-parameters, floating, shape `x.shape + (K,)`.
+    x: the points (or targets), floating.
+    x_name: the name the caller gave `x` ("x" for the forward map, "y" for the inverse).
+
+  Raises:
+    TypeError: a non-floating `x` or `pseudo`.
+    ValueError: a `pseudo` whose shape is not `x.shape + (K,)`.
+  """
   _checks.check_floating(x_name, x)
   _checks.check_floating("pseudo", pseudo)
   k = transformer.num_pseudo_params
@@ -96,10 +149,102 @@ def check_transformer_inputs(transformer: Transformer, pseudo: ArrayLike, x: Arr
                      f"{tuple(np.shape(pseudo))}")
 
 
+def _checked(transformer: Transformer, check_params: Optional[Callable[[Any], None]] = None
+             ) -> Transformer:
+  """`transformer` with every public function validating its inputs first (in Python)."""
+  raw_forward, raw_inverse = transformer.forward_and_log_det, transformer.inverse
+  raw_flagged = transformer.inverse_and_flag
+
+  def check(params, pseudo, x, name):
+    check_transformer_inputs(transformer, pseudo, x, name)
+    if check_params is not None:
+      check_params(params)
+
+  @functools.wraps(raw_forward)
+  def forward_and_log_det(params, pseudo, x):
+    check(params, pseudo, x, "x")
+    return raw_forward(params, pseudo, x)
+
+  @functools.wraps(raw_inverse)
+  def inverse(params, pseudo, y):
+    check(params, pseudo, y, "y")
+    return raw_inverse(params, pseudo, y)
+
+  @functools.wraps(raw_flagged)
+  def inverse_and_flag(params, pseudo, y):
+    check(params, pseudo, y, "y")
+    return raw_flagged(params, pseudo, y)
+
+  return transformer._replace(forward_and_log_det=forward_and_log_det, inverse=inverse,
+                              inverse_and_flag=inverse_and_flag)
+
+
+def _closed_form(name: str, num_pseudo_params: int, forward: ForwardFn, inverse: InverseFn,
+                 **fields: Any) -> Transformer:
+  """A checked transformer whose inverse is closed form (defined for every y)."""
+  def inverse_and_flag(params, pseudo, y):
+    return inverse(params, pseudo, y), jnp.ones(jnp.shape(y), bool)
+
+  return _checked(Transformer(name, num_pseudo_params, fields.pop("init", _no_params),
+                              forward, inverse, inverse_and_flag=inverse_and_flag, **fields))
+
+
+def _implicit_inverse(forward: ForwardFn, solve: Callable[[Params, Array, Array],
+                                                          bisection.Solution]
+                      ) -> InverseAndFlagFn:
+  """`(params, pseudo, y) -> (x, inverted)` with derivatives by the implicit-function theorem.
+
+  `x` solves `tau(params, pseudo, x) = y`; differentiating that identity gives
+  `dx = (dy - d_theta tau) / tau'(x)`, with `d_theta tau` the directional derivative of
+  the forward map in the parameters (params, pseudo) at the solved `x`, and
+  `tau'(x) = exp(log dy/dx)`. Written as a custom JVP (not a VJP) so that `jax.jacfwd`
+  works too; reverse mode (`jax.grad`, `jax.vjp`) transposes it, which is the custom VJP
+  `x_bar -> (-x_bar / tau' * d tau/d theta, x_bar / tau')`. Nothing is differentiated
+  through the bisection. Where `inverted` is False the value is NaN and the derivative 0
+  (so a loss that masks those points out keeps finite gradients). First order only.
+  """
+  def primal(params, pseudo, y):
+    root, inverted = solve(params, pseudo, y)
+    return jnp.where(inverted, root, jnp.nan), inverted
+
+  @jax.custom_jvp
+  def inverse_and_flag(params, pseudo, y):
+    return primal(params, pseudo, y)
+
+  def jvp(primals, tangents):
+    params, pseudo, y = primals
+    d_params, d_pseudo, d_y = tangents
+    root, inverted = solve(params, pseudo, y)
+    safe = jnp.where(inverted, root, jnp.zeros_like(root))
+    (_, log_slope), (dy_theta, _) = jax.jvp(lambda p, q: forward(p, q, safe),
+                                            (params, pseudo), (d_params, d_pseudo))
+    dx = jnp.where(inverted, (d_y - dy_theta) * jnp.exp(-log_slope), 0.0)
+    flag_tangent = np.zeros(np.shape(inverted), jax.dtypes.float0)
+    return (jnp.where(inverted, root, jnp.nan), inverted), (dx, flag_tangent)
+
+  inverse_and_flag.defjvp(jvp)
+  return inverse_and_flag
+
+
+def _bisection_transformer(name: str, num_pseudo_params: int, forward: ForwardFn,
+                           solve: Callable[[Params, Array, Array], bisection.Solution],
+                           **fields: Any) -> Transformer:
+  """A checked transformer inverted by `solve`, differentiable through the inverse."""
+  inverse_and_flag = _implicit_inverse(forward, solve)
+  check_params = fields.pop("check_params", None)
+
+  def inverse(params, pseudo, y):
+    return inverse_and_flag(params, pseudo, y)[0]
+
+  return _checked(Transformer(name, num_pseudo_params, fields.pop("init", _no_params),
+                              forward, inverse, exact_inverse=False,
+                              inverse_and_flag=inverse_and_flag, **fields), check_params)
+
+
 def _logit_of_unsqueezed(y: Array, delta: float) -> Array:
   """For target `y = logit(p')`, returns `logit(p)` where `p' = (1 - delta) p + delta/2`.
 
-  Computed from log-sigmoids; `y` must lie strictly inside +-logit(1 - delta/2).
+  Computed from log-sigmoids; NaN unless `y` lies strictly inside +-logit(1 - delta/2).
   """
   half = delta / 2
   ls, lms = jax.nn.log_sigmoid(y), jax.nn.log_sigmoid(-y)
@@ -108,11 +253,79 @@ def _logit_of_unsqueezed(y: Array, delta: float) -> Array:
   return log_p - log_q
 
 
-def _clip_to_range(y: Array, delta: float) -> Array:
-  """Clips targets into the open output range of a squeezed sigmoid mixture."""
-  edge = math.log1p(-delta / 2) - math.log(delta / 2)  # logit(1 - delta/2), ~14.5
-  margin = 1e-3
-  return jnp.clip(y, -edge + margin, edge - margin)
+def _squeeze_bound(delta: float) -> float:
+  """B = logit(1 - delta/2), the bound |S(x)| < B of a squeezed sigmoidal map."""
+  return math.log1p(-delta / 2) - math.log(delta / 2)
+
+
+# ----------------------------------------------------------------------- linear tail
+
+
+class _Tail(NamedTuple):
+  """The tail slope `eps` of one point and `1 - eps`, both also as logs (each [...])."""
+  slope: Array
+  keep: Array
+  log_slope: Array
+  log_keep: Array
+
+
+class _TailConfig(NamedTuple):
+  """Static settings of the linear tail: `eps = min_slope + (1 - min_slope) sigmoid(t + offset)`."""
+  min_slope: float
+  offset: float
+  bound: float  # B of the bounded map it is mixed with
+
+
+def _tail_config(tail_slope_init: float, min_tail_slope: float, delta: float) -> _TailConfig:
+  for arg, value in (("tail_slope_init", tail_slope_init), ("min_tail_slope", min_tail_slope)):
+    if not isinstance(value, (int, float, np.floating)) or not 0 < value < 1:
+      raise ValueError(f"{arg} must be a number in (0, 1), got {value!r}")
+  if not min_tail_slope < tail_slope_init:
+    raise ValueError(f"min_tail_slope must be below tail_slope_init {tail_slope_init!r}, got "
+                     f"{min_tail_slope!r}")
+  offset = _logit((tail_slope_init - min_tail_slope) / (1.0 - min_tail_slope))
+  return _TailConfig(float(min_tail_slope), offset, _squeeze_bound(delta))
+
+
+def _tail(raw: Array, config: _TailConfig) -> _Tail:
+  """`eps` and `1 - eps = (1 - eps_min) sigmoid(-(t + offset))` in log space (no cancellation)."""
+  s = raw + config.offset
+  log_scale = math.log1p(-config.min_slope)
+  log_keep = log_scale + jax.nn.log_sigmoid(-s)
+  log_slope = jnp.logaddexp(math.log(config.min_slope), log_scale + jax.nn.log_sigmoid(s))
+  return _Tail(jnp.exp(log_slope), jnp.exp(log_keep), log_slope, log_keep)
+
+
+def _linear_tail(bounded: Array, log_det_bounded: Array, x: Array, tail: _Tail
+                 ) -> tuple[Array, Array]:
+  """`y = (1 - eps) S + eps x` and `log dy/dx = logaddexp(log(1 - eps) + log S', log eps)`."""
+  y = tail.keep * bounded + tail.slope * x
+  return y, jnp.logaddexp(tail.log_keep + log_det_bounded, tail.log_slope)
+
+
+def _tail_bracket(y: Array, tail: _Tail, config: _TailConfig) -> tuple[Array, Array]:
+  """A bracket provably holding the root of `(1 - eps) S(x) + eps x = y` for |S| < B.
+
+  `x = (y - (1 - eps) S(x)) / eps` with |S| < B gives
+  `x in ((y - (1 - eps) B) / eps, (y + (1 - eps) B) / eps)`; the pad of
+  `1e-5 (1 + (|y| + B) / eps)` absorbs rounding (S may reach B to float precision).
+  """
+  pad = 1e-5 * (1.0 + (jnp.abs(y) + config.bound) / tail.slope)
+  half_width = tail.keep * config.bound / tail.slope
+  centre = y / tail.slope
+  return centre - half_width - pad, centre + half_width + pad
+
+
+def _tail_steps(config: _TailConfig, dtype) -> int:
+  """Halvings that take the widest tail bracket (at |y| <= B) to float resolution."""
+  width = 2.0 * (config.bound * (1 + 2e-5) + 1e-5) / config.min_slope + 2e-5
+  return bisection.steps_to_resolution(width, dtype)
+
+
+def _check_steps(name: str, value: Any) -> None:
+  if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+                            or value < 1):
+    raise ValueError(f"{name} must be None or a positive int, got {value!r}")
 
 
 # ---------------------------------------------------------------------------- affine
@@ -122,15 +335,16 @@ def affine_transformer(min_scale: float = 1e-3) -> Transformer:
   """The affine transformer `y = mu + sigma * x` (eq. 9.5 of the thesis).
 
   Pseudo-parameters `(mu, s)` with `sigma = softplus(s + c) + min_scale`, `c` such that
-  `s = 0` gives `sigma = 1`; `log dy/dx = log sigma`.
+  `s = 0` gives `sigma = 1`; `log dy/dx = log sigma`. A bijection of R with
+  `dy/dx >= min_scale`, inverted in closed form.
 
   Args:
-    min_scale: lower bound of sigma (> 0).
+    min_scale: lower bound of sigma, in (0, 1).
 
   Returns:
     A `Transformer` with 2 pseudo-parameters per dimension.
   """
-  if not 0 < min_scale < 1:
+  if not isinstance(min_scale, (int, float, np.floating)) or not 0 < min_scale < 1:
     raise ValueError(f"min_scale must be in (0, 1), got {min_scale!r}")
 
   def forward_and_log_det(params, pseudo, x):
@@ -143,38 +357,54 @@ def affine_transformer(min_scale: float = 1e-3) -> Transformer:
     mu, sigma = pseudo[..., 0], _positive(pseudo[..., 1], min_scale)
     return (y - mu) / sigma
 
-  return Transformer("affine", 2, _no_params, forward_and_log_det, inverse)
+  return _closed_form("affine", 2, forward_and_log_det, inverse)
 
 
-def iaf_gate_transformer(gate_bias: float = 3.0) -> Transformer:
+def iaf_gate_transformer(gate_bias: float = 3.0, min_gate: float = 1e-3) -> Transformer:
   """The gated IAF transformer `y = sigma * x + (1 - sigma) * mu` (eq. 9.6).
 
-  Pseudo-parameters `(mu, s)` with `sigma = sigmoid(s + gate_bias)`; `log dy/dx =
-  log_sigmoid(s + gate_bias)`. The gate cannot open fully, so all-zero pseudo-parameters
-  give `y = sigmoid(gate_bias) x` (0.95 x by default), close to but not the identity.
+  Pseudo-parameters `(mu, s)` with `sigma = min_gate + (1 - min_gate) sigmoid(s +
+  gate_bias)` and `1 - sigma = (1 - min_gate) sigmoid(-(s + gate_bias))`;
+  `log dy/dx = log sigma`, formed as `logaddexp(log min_gate, log(1 - min_gate) +
+  log_sigmoid(s + gate_bias))`. The floor `min_gate` bounds dy/dx below, so the inverse
+  `x = (y - (1 - sigma) mu) / sigma` stays finite where the thesis's gate (`min_gate=0`)
+  underflows to sigma = 0 in float32 (about s < -104) and divides by it. The gate cannot
+  open fully, so all-zero pseudo-parameters give `y = sigma_0 x` with `sigma_0 = min_gate
+  + (1 - min_gate) sigmoid(gate_bias)` (0.95 x by default), close to but not the identity.
 
   Args:
     gate_bias: the gate's offset (Kingma et al. start the gate near open).
+    min_gate: lower bound of sigma, in [0, 1); 0 is eq. 9.6 exactly.
 
   Returns:
     A `Transformer` with 2 pseudo-parameters per dimension.
   """
-  gate_bias = float(gate_bias)
+  if not isinstance(gate_bias, (int, float, np.floating)) or not math.isfinite(gate_bias):
+    raise ValueError(f"gate_bias must be a finite number, got {gate_bias!r}")
+  if not isinstance(min_gate, (int, float, np.floating)) or not 0 <= min_gate < 1:
+    raise ValueError(f"min_gate must be in [0, 1), got {min_gate!r}")
+  gate_bias, min_gate = float(gate_bias), float(min_gate)
+  log_scale = math.log1p(-min_gate)
+
+  def gate(pseudo):
+    mu, s = pseudo[..., 0], pseudo[..., 1] + gate_bias
+    log_sigma = log_scale + jax.nn.log_sigmoid(s)
+    if min_gate > 0:
+      log_sigma = jnp.logaddexp(math.log(min_gate), log_sigma)
+    return mu, jnp.exp(log_sigma), (1.0 - min_gate) * jax.nn.sigmoid(-s), log_sigma
 
   def forward_and_log_det(params, pseudo, x):
     del params
-    mu, s = pseudo[..., 0], pseudo[..., 1] + gate_bias
-    sigma = jax.nn.sigmoid(s)
-    return sigma * x + (1 - sigma) * mu, jax.nn.log_sigmoid(s)
+    mu, sigma, one_minus, log_sigma = gate(pseudo)
+    return sigma * x + one_minus * mu, log_sigma
 
   def inverse(params, pseudo, y):
     del params
-    mu, s = pseudo[..., 0], pseudo[..., 1] + gate_bias
-    sigma = jax.nn.sigmoid(s)
-    return (y - (1 - sigma) * mu) / sigma
+    mu, sigma, one_minus, _ = gate(pseudo)
+    return (y - one_minus * mu) / sigma
 
-  return Transformer("iaf_gate", 2, _no_params, forward_and_log_det, inverse,
-                     identity_at_zero=False)
+  return _closed_form("iaf_gate", 2, forward_and_log_det, inverse, identity_at_zero=False,
+                      surjective=min_gate > 0)
 
 
 # ------------------------------------------------------------------------------- DSF
@@ -316,57 +546,83 @@ def _dsf_map(hidden_units: int, delta: float, min_slope: float
   return value_and_log_det
 
 
-def dsf_transformer(hidden_units: int = 16, *, delta: float = SQUEEZE_DELTA,
-                    min_slope: float = 1e-3, num_bisection_steps: int = 60) -> Transformer:
-  """The deep sigmoidal flow transformer (eq. 9.8 of the thesis).
+def dsf_transformer(hidden_units: int = 16, *, surjective: bool = True,
+                    tail_slope_init: float = TAIL_SLOPE_INIT,
+                    min_tail_slope: float = MIN_TAIL_SLOPE, delta: float = SQUEEZE_DELTA,
+                    min_slope: float = 1e-3,
+                    num_bisection_steps: Optional[int] = None) -> Transformer:
+  """The deep sigmoidal flow transformer (eq. 9.8 of the thesis), by default onto R.
 
-  `y = logit(squeeze(w^T sigmoid(a x + b)))` with `d = hidden_units` sigmoid units,
-  `a = softplus(.) + min_slope > 0`, `w = softmax(.)`, and
-  `squeeze(p) = (1 - delta) p + delta / 2` so that y stays within +-logit(1 - delta/2).
-  Pseudo-parameters per dimension: `(a_raw [d], b [d], w_logits [d])`; all zero gives
-  `a = 1, b = 0` and uniform `w`, i.e. `y = logit(squeeze(sigmoid(x)))`, the identity up
-  to the squeeze.
-
-  `log dy/dx = log(1 - delta) - log p' - log(1 - p') +
+  The thesis's map: `S(x) = logit(squeeze(w^T sigmoid(a x + b)))` with
+  `d = hidden_units` sigmoid units, `a = softplus(.) + min_slope > 0`, `w = softmax(.)`,
+  and `squeeze(p) = (1 - delta) p + delta / 2`, so |S| < B = logit(1 - delta/2) (~14.5).
+  `log S' = log(1 - delta) - log p' - log(1 - p') +
   logsumexp_j(log w_j + log a_j + log_sigmoid(z_j) + log_sigmoid(-z_j))`, the last term
-  in log space (see `_dsf_value_and_jacobian`); the derivatives are in closed form.
+  in log space (see `_dsf_value_and_jacobian`); its derivatives are in closed form.
 
-  The inverse is bisection on an exact bracket: the root of `sum_j w_j sigmoid(a_j x + b_j)
-  = p` lies between `min_j` and `max_j` of `(logit p - b_j) / a_j`, so a fixed number of
-  halvings reaches float precision and the whole inverse jits.
+  With `surjective=True` (default) the transformer is `y = (1 - eps) S(x) + eps x` with
+  the tail slope `eps = min_tail_slope + (1 - min_tail_slope) sigmoid(t + t0)`, `t0` such
+  that `t = 0` gives `tail_slope_init`: a bijection of R with `dy/dx >= min_tail_slope`
+  (see the module docstring). Pseudo-parameters per dimension: `(a_raw [d], b [d],
+  w_logits [d], t)`; all zero gives `a = 1, b = 0`, uniform `w` and `S(x) = x` up to the
+  squeeze, hence `y = x`. The inverse bisects the tail's bracket
+  `[(y - (1 - eps) B) / eps, (y + (1 - eps) B) / eps]` (width < 2 B / min_tail_slope)
+  for `ceil(log2(2 B / min_tail_slope)) + nmant + 1` halvings (39 in float32), reaching
+  an absolute resolution of 2^-(nmant+1) at |x| <= 1 and adjacent floats beyond.
+
+  With `surjective=False` the transformer is `S` itself (pseudo-parameters
+  `(a_raw, b, w_logits)`), whose image is `(-B, B)`: the root of `sum_j w_j sigmoid(a_j x
+  + b_j) = p` lies between `min_j` and `max_j` of `(logit p - b_j) / a_j`, bisected 60
+  times in float32 (89 in float64); targets with |y| >= B give NaN and `inverted=False`.
 
   Args:
     hidden_units: d, the number of sigmoid units (>= 1).
+    surjective: add the linear tail (a bijection of R) or keep eq. 9.8 exactly.
+    tail_slope_init: eps at t = 0, in (min_tail_slope, 1).
+    min_tail_slope: lower bound of eps and of dy/dx, in (0, 1).
     delta: squeeze in (0, 1).
-    min_slope: lower bound of the slopes a (> 0).
-    num_bisection_steps: bisection steps of the inverse.
+    min_slope: lower bound of the slopes a, in (0, 1).
+    num_bisection_steps: halvings of the inverse; None picks the count that reaches the
+      dtype's resolution (above).
 
   Returns:
-    A `Transformer` with `3 * hidden_units` pseudo-parameters per dimension.
+    A `Transformer` with `3 * hidden_units (+ 1 if surjective)` pseudo-parameters per
+    dimension.
   """
   _check_units("hidden_units", hidden_units)
   _check_delta(delta)
-  if not 0 < min_slope < 1:
+  _check_flag("surjective", surjective)
+  if not isinstance(min_slope, (int, float, np.floating)) or not 0 < min_slope < 1:
     raise ValueError(f"min_slope must be in (0, 1), got {min_slope!r}")
-  d = hidden_units
+  _check_steps("num_bisection_steps", num_bisection_steps)
+  d = int(hidden_units)
+  tail_config = _tail_config(tail_slope_init, min_tail_slope, delta) if surjective else None
   value_and_log_det = _dsf_map(d, delta, min_slope)
 
   def forward_and_log_det(params, pseudo, x):
     del params
-    return value_and_log_det(pseudo, x)
+    if not surjective:
+      return value_and_log_det(pseudo, x)
+    bounded, log_det = value_and_log_det(pseudo[..., :3 * d], x)
+    return _linear_tail(bounded, log_det, x, _tail(pseudo[..., 3 * d], tail_config))
 
-  def inverse(params, pseudo, y):
-    del params
-    a, b = _positive(pseudo[..., :d], min_slope), pseudo[..., d:2 * d]
-    y = _clip_to_range(y, delta)
-    roots = (_logit_of_unsqueezed(y, delta)[..., None] - b) / a
-    lo, hi = roots.min(axis=-1), roots.max(axis=-1)
-    pad = 1e-3 * (1 + jnp.abs(lo) + jnp.abs(hi))  # rounding slack around the exact bracket
-    fn = lambda x: value_and_log_det(pseudo, x)[0]
-    return bisection.bisect_increasing(fn, y, lo - pad, hi + pad, num_bisection_steps)
+  def solve(params, pseudo, y):
+    fn = lambda x: forward_and_log_det(params, pseudo, x)[0]
+    if surjective:
+      lo, hi = _tail_bracket(y, _tail(pseudo[..., 3 * d], tail_config), tail_config)
+      steps = num_bisection_steps or _tail_steps(tail_config, y.dtype)
+    else:
+      a, b = _positive(pseudo[..., :d], min_slope), pseudo[..., d:2 * d]
+      roots = (_logit_of_unsqueezed(y, delta)[..., None] - b) / a
+      lo, hi = roots.min(axis=-1), roots.max(axis=-1)
+      pad = 1e-3 * (1 + jnp.abs(lo) + jnp.abs(hi))  # rounding slack around the exact bracket
+      lo, hi = lo - pad, hi + pad
+      steps = num_bisection_steps or 36 + int(jnp.finfo(y.dtype).nmant) + 1
+    return bisection.solve_increasing(fn, y, lo, hi, steps)
 
-  return Transformer("dsf", 3 * d, _no_params, forward_and_log_det, inverse,
-                     exact_inverse=False)
+  num_pseudo = 3 * d + (1 if surjective else 0)
+  return _bisection_transformer("dsf", num_pseudo, forward_and_log_det, solve,
+                                surjective=bool(surjective))
 
 
 # ------------------------------------------------------------------------------ DDSF
@@ -444,21 +700,25 @@ def _ddsf_shapes(hidden_units: int, num_layers: int) -> list[_LayerShape]:
 
 
 def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
-                     conditional_weight_norm: bool = False, delta: float = SQUEEZE_DELTA,
-                     min_slope: float = 1e-3, num_bisection_steps: int = 80,
+                     conditional_weight_norm: bool = False, surjective: bool = True,
+                     tail_slope_init: float = TAIL_SLOPE_INIT,
+                     min_tail_slope: float = MIN_TAIL_SLOPE, delta: float = SQUEEZE_DELTA,
+                     min_slope: float = 1e-3, num_bisection_steps: Optional[int] = None,
                      num_bracket_expansions: int = 24) -> Transformer:
-  """The deep dense sigmoidal flow transformer (eqs. 9.9-9.10 of the thesis).
+  """The deep dense sigmoidal flow transformer (eqs. 9.9-9.10 of the thesis), by default onto R.
 
   Layer l maps `h` (width n_in) to `logit(squeeze(w sigmoid(a * (u h) + b)))` (width n_out)
   through d sigmoid units, with row-softmax `u` [d, n_in] and `w` [n_out, d], positive `a`
   [d] and free `b` [d]; widths run 1 -> d -> ... -> d -> 1 over `num_layers` layers (one
-  layer is the DSF). All entries of every layer Jacobian are positive, so the derivative
-  of the scalar output is carried forward as the vector `dh/dx` (eq. 9.10), held as a
-  per-point log-scale times a vector of order one: one matrix-vector product per weight
-  matrix, never the rank-5 batch of Jacobian products. Only the d per-unit factors are
-  formed in log space (see `_ddsf_layer`), not the d x d terms of log-sum-exp
-  contractions, whose exponentials made the transformer's share of a CPU training step
-  about 1.5x longer.
+  layer is the DSF). Call the composed map `S`; its last squeeze bounds it, |S| < B =
+  logit(1 - delta/2), and each layer's bounded input narrows the image further (to e.g.
+  (-4.9, 4.4) for moderate pseudo-parameters). All entries of every layer Jacobian are
+  positive, so the derivative of the scalar output is carried forward as the vector
+  `dh/dx` (eq. 9.10), held as a per-point log-scale times a vector of order one: one
+  matrix-vector product per weight matrix, never the rank-5 batch of Jacobian products.
+  Only the d per-unit factors are formed in log space (see `_ddsf_layer`), not the d x d
+  terms of log-sum-exp contractions, whose exponentials made the transformer's share of a
+  CPU training step about 1.5x longer.
 
   Pseudo-parameters per dimension, per layer: `a_raw [d], b [d]` and either
 
@@ -469,37 +729,54 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
     rescales the weight of unit j per dimension, as conditional weight normalization
     rescales rows of a learned weight.
 
-  All-zero pseudo-parameters give `a = 1, b = 0` and, whatever the (row-stochastic) `u`
-  and `w`, every layer maps `x * 1` to `x * 1`: the identity up to the squeeze.
+  With `surjective=True` (default) one more pseudo-parameter `t` (last) sets the linear
+  tail: `y = (1 - eps) S(x) + eps x`, a bijection of R with `dy/dx >= min_tail_slope`,
+  inverted by bisecting the tail's bracket (see `dsf_transformer` and the module
+  docstring; 39 halvings in float32). All-zero pseudo-parameters give `a = 1, b = 0` and,
+  whatever the (row-stochastic) `u` and `w`, every layer maps `x * 1` to `x * 1`: the
+  identity up to the squeeze.
 
-  The inverse brackets the root by growing `[-1, 1]` by 4x up to
-  `num_bracket_expansions` times, then bisects.
+  With `surjective=False` (eqs. 9.9-9.10 exactly) the inverse brackets the root by
+  growing `[-1, 1]` by 4x up to `num_bracket_expansions` times, then bisects; where no
+  bracket is found (the target is outside the bounded image, or its root beyond
+  4^num_bracket_expansions) it gives NaN and `inverted=False`.
 
   Args:
     hidden_units: d (>= 1).
     num_layers: L (>= 1).
     conditional_weight_norm: emit O(d) pseudo-parameters modulating learned weights.
+    surjective: add the linear tail (a bijection of R) or keep eqs. 9.9-9.10 exactly.
+    tail_slope_init: eps at t = 0, in (min_tail_slope, 1).
+    min_tail_slope: lower bound of eps and of dy/dx, in (0, 1).
     delta: squeeze in (0, 1).
-    min_slope: lower bound of the slopes a.
-    num_bisection_steps: bisection steps of the inverse.
-    num_bracket_expansions: growth steps of the inverse's bracket.
+    min_slope: lower bound of the slopes a, in (0, 1).
+    num_bisection_steps: halvings of the inverse; None picks the count that reaches the
+      dtype's resolution from the widest bracket.
+    num_bracket_expansions: growth steps of the bracket (`surjective=False` only).
 
   Returns:
     A `Transformer`.
   """
   _check_units("hidden_units", hidden_units)
   _check_units("num_layers", num_layers)
+  _check_units("num_bracket_expansions", num_bracket_expansions)
   _check_delta(delta)
-  if not 0 < min_slope < 1:
+  _check_flag("conditional_weight_norm", conditional_weight_norm)
+  _check_flag("surjective", surjective)
+  if not isinstance(min_slope, (int, float, np.floating)) or not 0 < min_slope < 1:
     raise ValueError(f"min_slope must be in (0, 1), got {min_slope!r}")
+  _check_steps("num_bisection_steps", num_bisection_steps)
+  hidden_units, num_layers = int(hidden_units), int(num_layers)
   shapes = _ddsf_shapes(hidden_units, num_layers)
   cwn = bool(conditional_weight_norm)
+  tail_config = _tail_config(tail_slope_init, min_tail_slope, delta) if surjective else None
 
   def layer_size(s):
     return 2 * s.hidden + ((s.inputs + s.hidden) if cwn else (s.hidden * (s.inputs + s.outputs)))
 
   sizes = [layer_size(s) for s in shapes]
   offsets = np.cumsum([0] + sizes)
+  tail_index = int(offsets[-1])
 
   def init(key):
     if not cwn:
@@ -509,6 +786,22 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
                   enumerate(shapes)],
             "w": [jax.random.normal(keys[2 * l + 1], (s.outputs, s.hidden)) for l, s in
                   enumerate(shapes)]}
+
+  def check_params(params):
+    if not cwn:
+      return
+    ok = (isinstance(params, dict) and set(params) >= {"u", "w"}
+          and all(isinstance(params[k], (list, tuple)) and len(params[k]) == num_layers
+                  for k in ("u", "w")))
+    if ok:
+      ok = all(np.shape(params["u"][l]) == (s.hidden, s.inputs)
+               and np.shape(params["w"][l]) == (s.outputs, s.hidden)
+               for l, s in enumerate(shapes))
+    if not ok:
+      raise ValueError("params must be the pytree returned by this transformer's init: "
+                       f"{{'u': [{num_layers} logit matrices], 'w': [{num_layers} ...]}} of "
+                       f"shapes {[(s.hidden, s.inputs) for s in shapes]} and "
+                       f"{[(s.outputs, s.hidden) for s in shapes]}")
 
   def unpack(params, pseudo, l):
     s = shapes[l]
@@ -525,7 +818,7 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
       w_logits = rest[..., s.hidden * s.inputs:].reshape(batch + (s.outputs, s.hidden))
     return a, b, jax.nn.softmax(u_logits, axis=-1), jax.nn.softmax(w_logits, axis=-1)
 
-  def value_and_log_det(params, pseudo, x, with_log_det=True):
+  def bounded_map(params, pseudo, x, with_log_det=True):
     h = x[..., None]
     # dh/dx = exp(log_scale) * dh_rel: a per-point scale and a vector whose largest entry
     # is O(1), so the contractions run in linear space (see `_ddsf_layer`).
@@ -540,17 +833,28 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
     return h[..., 0], log_scale + jnp.log(dh_rel[..., 0])
 
   def forward_and_log_det(params, pseudo, x):
-    return value_and_log_det(params, pseudo, x)
+    bounded, log_det = bounded_map(params, pseudo, x)
+    if not surjective:
+      return bounded, log_det
+    return _linear_tail(bounded, log_det, x, _tail(pseudo[..., tail_index], tail_config))
 
-  def inverse(params, pseudo, y):
-    y = _clip_to_range(y, delta)
-    fn = lambda x: value_and_log_det(params, pseudo, x, with_log_det=False)[0]
-    lo, hi = bisection.expand_bracket(fn, y, num_bracket_expansions)
-    return bisection.bisect_increasing(fn, y, lo, hi, num_bisection_steps)
+  def solve(params, pseudo, y):
+    if surjective:
+      tail = _tail(pseudo[..., tail_index], tail_config)
+      fn = lambda x: tail.keep * bounded_map(params, pseudo, x, False)[0] + tail.slope * x
+      lo, hi = _tail_bracket(y, tail, tail_config)
+      steps = num_bisection_steps or _tail_steps(tail_config, y.dtype)
+    else:
+      fn = lambda x: bounded_map(params, pseudo, x, False)[0]
+      lo, hi = bisection.expand_bracket(fn, y, num_bracket_expansions)
+      steps = num_bisection_steps or bisection.steps_to_resolution(
+          2.0 * 4.0 ** num_bracket_expansions, y.dtype)
+    return bisection.solve_increasing(fn, y, lo, hi, steps)
 
   name = "ddsf_cwn" if cwn else "ddsf"
-  return Transformer(name, int(offsets[-1]), init, forward_and_log_det, inverse,
-                     exact_inverse=False)
+  num_pseudo = tail_index + (1 if surjective else 0)
+  return _bisection_transformer(name, num_pseudo, forward_and_log_det, solve, init=init,
+                                check_params=check_params, surjective=bool(surjective))
 
 
 def _check_units(name: str, value: Any) -> None:
@@ -559,8 +863,13 @@ def _check_units(name: str, value: Any) -> None:
 
 
 def _check_delta(delta: float) -> None:
-  if not 0 < delta < 1:
+  if not isinstance(delta, (int, float, np.floating)) or not 0 < delta < 1:
     raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+
+
+def _check_flag(name: str, value: Any) -> None:
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------- registry
@@ -570,13 +879,14 @@ TRANSFORMERS: dict[str, Callable[..., Transformer]] = {
     "iaf_gate": iaf_gate_transformer,
     "dsf": dsf_transformer,
     "ddsf": ddsf_transformer,
-    "ddsf_cwn": lambda **kw: ddsf_transformer(conditional_weight_norm=True, **kw),
+    "ddsf_cwn": functools.partial(ddsf_transformer, conditional_weight_norm=True),
 }
 
 
 def make_transformer(name: str, **kwargs: Any) -> Transformer:
   """Builds a registered transformer by name ("affine", "iaf_gate", "dsf", "ddsf",
-  "ddsf_cwn") with its keyword arguments."""
+  "ddsf_cwn") with its keyword arguments (e.g. `surjective=False` for the thesis's exact
+  DSF / DDSF)."""
   if not isinstance(name, str) or name not in TRANSFORMERS:
     raise ValueError(f"transformer name must be one of {', '.join(map(repr, TRANSFORMERS))}; "
                      f"got {name!r}")

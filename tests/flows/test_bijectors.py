@@ -199,7 +199,7 @@ def test_argument_validation():
   with pytest.raises(ValueError, match="permutation"):
     flows.Permute([0, 0])
   flow, params = _flow("maf-dsf")
-  with pytest.raises(ValueError, match=r"x must have shape \[..., 4\]"):
+  with pytest.raises(ValueError, match=r"y must have shape \[..., 4\]"):
     flow.bijector(params).inverse(jnp.ones((2, 3)))
   with pytest.raises(TypeError, match="floating"):
     flow.bijector(params).inverse(jnp.ones((2, 4), jnp.int32))

@@ -1,4 +1,9 @@
-"""Contract suite: every registered transformer must pass these (chapter 9, eqs. 9.5-9.10).
+"""Per-transformer properties beyond the registry-wide contract (chapter 9, eqs. 9.5-9.10).
+
+The contract every registered transformer must pass (log-dets, round trips both ways,
+surjectivity, normalization, finiteness at |x| = 1e4) is `test_transformer_contract.py`;
+here: identity at zero, monotonicity, tracing once, and the DSF / DDSF closed forms of the
+thesis's bounded map (`surjective=False`) and of its linear tail.
 
 Compilation dominates the cost, so each transformer's jitted maps are built once
 (`_compiled`), shared by the tests that feed them the same [D] shapes, and compiled at XLA
@@ -25,7 +30,6 @@ CASES = {
 assert set(CASES) == set(flows.TRANSFORMERS)
 
 D = 5
-EXTREME_X = jnp.array([-1e4, -300.0, -25.0, 25.0, 1e4])
 
 
 _jit = functools.partial(jax.jit, compiler_options={
@@ -44,19 +48,9 @@ def _setup(name, seed=0, scale=1.0):
 def _compiled(name):
   """Jitted `(params, pseudo, x)` maps of one transformer, shared across tests."""
   t = flows.make_transformer(name, **CASES[name])
-  value = lambda params, pseudo, x: t.forward_and_log_det(params, pseudo, x)[0]
-
-  def nll(params, pseudo, x):
-    y, log_det = t.forward_and_log_det(params, pseudo, x)
-    return jnp.sum(log_det - 0.5 * y ** 2)
-
   return dict(
       forward=_jit(t.forward_and_log_det),
-      jacobian=_jit(jax.jacfwd(value, argnums=2)),
-      grads=_jit(jax.grad(nll, argnums=(1, 2))),
-      inverse=_jit(t.inverse),
-      forward_rows=_jit(jax.vmap(t.forward_and_log_det, in_axes=(None, None, 0))),
-      inverse_rows=_jit(jax.vmap(t.inverse, in_axes=(None, None, 0))))
+      forward_rows=_jit(jax.vmap(t.forward_and_log_det, in_axes=(None, None, 0))))
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -73,32 +67,10 @@ def test_identity_at_zero_pseudo_parameters(name):
   if t.identity_at_zero:
     np.testing.assert_allclose(y, x, atol=1e-4)
     np.testing.assert_allclose(log_det, 0.0, atol=1e-4)
-  else:  # the IAF gate: y = sigmoid(gate_bias) x
-    np.testing.assert_allclose(y, jax.nn.sigmoid(3.0) * x, rtol=1e-6)
-
-
-@pytest.mark.parametrize("seed", [0])
-def test_log_det_matches_slogdet_of_jacobian(name, seed):
-  t, params, pseudo = _setup(name, seed)
-  x = 2.0 * jax.random.normal(jax.random.PRNGKey(seed + 10), (D,))
-  _, log_det = _compiled(name)["forward"](params, pseudo, x)
-  sign, expected = jnp.linalg.slogdet(_compiled(name)["jacobian"](params, pseudo, x))
-  assert sign == 1.0
-  np.testing.assert_allclose(log_det.sum(), expected, rtol=1e-4, atol=1e-4)
-
-
-def test_extreme_inputs_finite_with_finite_gradients(name):
-  t, params, pseudo = _setup(name)
-  fns = _compiled(name)
-  y, log_det = fns["forward"](params, pseudo, EXTREME_X)
-  assert jnp.all(jnp.isfinite(y)) and jnp.all(jnp.isfinite(log_det))
-  # Where the Jacobian is representable in float32, it agrees with autodiff.
-  direct = jnp.log(jnp.diag(fns["jacobian"](params, pseudo, EXTREME_X)))
-  ok = jnp.isfinite(direct) & (direct > -80)
-  np.testing.assert_allclose(log_det[ok], direct[ok], rtol=1e-3, atol=1e-3)
-  # Training gradients (w.r.t. pseudo-parameters and x) of the log-likelihood stay finite.
-  grads = fns["grads"](params, pseudo, EXTREME_X)
-  assert all(jnp.all(jnp.isfinite(g)) for g in grads)
+  else:  # the IAF gate: y = sigma_0 x, sigma_0 = min_gate + (1 - min_gate) sigmoid(gate_bias)
+    sigma_0 = 1e-3 + (1 - 1e-3) * jax.nn.sigmoid(3.0)
+    np.testing.assert_allclose(y, sigma_0 * x, rtol=1e-6)
+    np.testing.assert_allclose(log_det, jnp.log(sigma_0), rtol=1e-6)
 
 
 def test_monotone_in_x_for_random_pseudo_parameters(name):
@@ -115,22 +87,6 @@ def test_monotone_in_x_for_random_pseudo_parameters(name):
   assert jnp.all(jnp.where(resolvable, jnp.diff(y, axis=0) > 0.0, True))
 
 
-def test_inverse_round_trips(name):
-  t, params, pseudo = _setup(name, seed=4)
-  fns = _compiled(name)
-  x = jnp.linspace(-8.0, 8.0, D)
-  y, _ = fns["forward"](params, pseudo, x)
-  np.testing.assert_allclose(fns["inverse"](params, pseudo, y), x, atol=1e-4, rtol=1e-4)
-  # f(f^{-1}(y)) = y for |y| < 14 inside the transformer's image.
-  grid = jnp.linspace(-13.9, 13.9, 57)
-  lo = fns["forward"](params, pseudo, jnp.full(D, -1e4))[0]
-  hi = fns["forward"](params, pseudo, jnp.full(D, 1e4))[0]
-  ys = jnp.clip(grid[:, None], lo + 1e-2, hi - 1e-2)
-  inv = fns["inverse_rows"](params, pseudo, ys)
-  back = fns["forward_rows"](params, pseudo, inv)[0]
-  np.testing.assert_allclose(back, ys, atol=1e-4)
-
-
 def test_inverse_jits_once(name):
   t, params, pseudo = _setup(name)
   chex.clear_trace_counter()
@@ -142,7 +98,7 @@ def test_inverse_jits_once(name):
 
 def test_dsf_bracket_is_exact():
   """The DSF inverse brackets the root between min_j and max_j of (logit p - b_j) / a_j."""
-  t = flows.dsf_transformer(hidden_units=8, num_bisection_steps=60)
+  t = flows.dsf_transformer(hidden_units=8, surjective=False, num_bisection_steps=60)
   pseudo = 3.0 * jax.random.normal(jax.random.PRNGKey(7), (64, t.num_pseudo_params))
   y = jnp.linspace(-13.9, 13.9, 64)
   x = _jit(t.inverse)({}, pseudo, y)
@@ -174,7 +130,7 @@ def test_dsf_closed_form_derivatives_match_autodiff_of_the_formula():
   and reverse-mode derivatives equal autodiff of eq. 9.8, and `check_grads` agrees up to
   second order."""
   d = 4
-  t = flows.dsf_transformer(hidden_units=d)
+  t = flows.dsf_transformer(hidden_units=d, surjective=False)
   with jax.enable_x64(True):
     pseudo = 2.0 * jax.random.normal(jax.random.PRNGKey(5), (6, 3 * d), jnp.float64)
     x = DSF_POINTS.astype(jnp.float64)
@@ -194,7 +150,7 @@ def test_dsf_float32_derivatives_hold_where_units_saturate():
   |y| = 14 (q' or p' near 1e-6): there the derivatives divide by q' (or p'), and forming
   s_j - p from two numbers near 1 would lose them."""
   d = 4
-  t = flows.dsf_transformer(hidden_units=d)
+  t = flows.dsf_transformer(hidden_units=d, surjective=False)
   pseudo = 3.0 * jax.random.normal(jax.random.PRNGKey(0), (64, 3 * d))
   x = 5.0 * jax.random.normal(jax.random.PRNGKey(1), (64,))
   jacobians = lambda fn: jax.jit(jax.vmap(jax.jacrev(fn)))
@@ -210,7 +166,7 @@ def test_dsf_float32_derivatives_hold_where_units_saturate():
 
 
 def test_dsf_with_one_unit_is_affine_in_logit_space():
-  t = flows.dsf_transformer(hidden_units=1, delta=1e-6)
+  t = flows.dsf_transformer(hidden_units=1, delta=1e-6, surjective=False)
   pseudo = jnp.array([[0.0, 0.7, 0.0]])  # a = 1, b = 0.7
   y, log_det = _jit(t.forward_and_log_det)({}, pseudo, jnp.array([0.3]))
   np.testing.assert_allclose(y, [1.0], atol=1e-5)
@@ -221,7 +177,8 @@ def test_ddsf_with_one_layer_equals_dsf():
   dsf = flows.dsf_transformer(hidden_units=3)
   ddsf = flows.ddsf_transformer(hidden_units=3, num_layers=1)
   raw = jax.random.normal(jax.random.PRNGKey(2), (4, ddsf.num_pseudo_params))
-  # DDSF layout per layer: a [3], b [3], u [3 x 1], w [1 x 3]; u is a softmax over 1 input.
+  # DDSF layout: a [3], b [3], u [3 x 1], w [1 x 3], tail [1]; u is a softmax over 1 input.
+  # DSF layout: a [3], b [3], w [3], tail [1].
   dsf_pseudo = jnp.concatenate([raw[:, :6], raw[:, 9:]], axis=-1)
   x = jnp.array([-2.0, -0.1, 0.5, 3.0])
   np.testing.assert_allclose(_jit(ddsf.forward_and_log_det)({}, raw, x),
@@ -271,7 +228,7 @@ def test_ddsf_linear_space_form_matches_log_space_formula(cwn, num_layers):
   and first derivatives (forward and reverse mode), on random points and at |x| = 1e4."""
   d = 4
   t = flows.ddsf_transformer(hidden_units=d, num_layers=num_layers,
-                             conditional_weight_norm=cwn)
+                             conditional_weight_norm=cwn, surjective=False)
   with jax.enable_x64(True):
     params = jax.tree.map(lambda v: v.astype(jnp.float64), t.init(jax.random.PRNGKey(0)))
     pseudo = 2.0 * jax.random.normal(jax.random.PRNGKey(8), (8, t.num_pseudo_params),
