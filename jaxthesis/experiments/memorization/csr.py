@@ -142,14 +142,16 @@ def run(config: Config, *, progress: bool = True,
         "best_val_acc": float(val_acc[best]), "best_val_step": int(eval_steps[best]),
         "train_saturation_step": int(eval_steps[saturated[0]]),
         "final_csr": float(csr[-1]), "max_csr": float(csr.max()),
+        # less noisy than one measurement: the mean over the second half of training
+        "mean_csr_2nd_half": float(csr[len(csr) // 2:].mean()),
         "csr_at_best_val": float(csr[best]),
     }
     if q > 0:
       entry["noise_onset_step"] = example_stats.onset_step(first_learned[i], corrupted[i], 0.5)
       entry["clean_onset_step"] = example_stats.onset_step(first_learned[i], ~corrupted[i], 0.5)
     metrics[f"{kind}_{q:g}"] = entry
-  ordered = {k: [metrics["real_0"]["final_csr"]] + [metrics[f"{k}_{q:g}"]["final_csr"]
-                                                    for q in config.noise_levels]
+  ordered = {k: [metrics["real_0"]["mean_csr_2nd_half"]]
+             + [metrics[f"{k}_{q:g}"]["mean_csr_2nd_half"] for q in config.noise_levels]
              for k in ("randX", "randY")}
   metrics["csr_increases_with_noise"] = {
       k: bool(np.all(np.diff(v) >= 0)) for k, v in ordered.items()}
@@ -173,11 +175,14 @@ def table(results: dict[str, Any]) -> str:
     rows.append([name, f"{e['final_train_acc']:.3f}", f"{e['best_val_acc']:.3f}",
                  f"{e['final_val_acc']:.3f}", str(e["best_val_step"]),
                  str(e["train_saturation_step"]), f"{e['final_csr']:.3f}",
+                 f"{e['mean_csr_2nd_half']:.3f}",
                  f"{e.get('noise_onset_step', float('nan')):.0f}"])
   lines = [mc.titled_table("Accuracy and validation CSR through training", REFERENCE["source"],
                            ("run", "train acc", "best val", "final val", "best-val step",
-                            "train-sat. step", "final CSR", "noise 50% learned"), rows)]
-  lines.append(f"CSR non-decreasing in noise level: {m['csr_increases_with_noise']} "
+                            "train-sat. step", "final CSR", "CSR 2nd half",
+                            "noise 50% learned"), rows)]
+  lines.append("CSR (2nd-half mean) non-decreasing in noise level: "
+               f"{m['csr_increases_with_noise']} "
                "(thesis: yes for both)")
   lines.append("randY: validation peaks before training accuracy saturates: "
                f"{m['randY_val_peaks_before_train_saturates']} (thesis: yes)")
