@@ -214,7 +214,8 @@ def _flow_2d(name):
 
   def losses(params, points):
     (z, log_det), (x, log_det_inverse) = both_ways(params, points)
-    return jnp.sum(log_det - 0.5 * z ** 2) + jnp.sum(0.1 * x + log_det_inverse)
+    return (jnp.sum(log_det) - 0.5 * jnp.sum(z ** 2) + 0.1 * jnp.sum(x)
+            + jnp.sum(log_det_inverse))
 
   return params, dict(density=_jit(density, static_argnums=2), both_ways=_jit(both_ways),
                       grads=_jit(jax.grad(losses, argnums=(0, 1))))
