@@ -37,6 +37,9 @@ class Method(NamedTuple):
   primary: PrimaryNet
   likelihood: Likelihood
   bayesian: bool
+  # `(params, key, num_samples) -> theta [S, D]`: posterior samples of the random vector
+  # (hypernet methods only; None for point estimates and dropout).
+  sample_theta: Optional[Callable[[Params, PRNGKey, int], Array]] = None
 
 
 def _check_num_samples(num_samples) -> None:
@@ -89,8 +92,12 @@ def bhn(primary: PrimaryNet, hypernet: Hypernet, likelihood: Likelihood, *,
     theta, _ = hypernet.sample_and_log_prob(params["hyper"], key, (num_samples,))
     return objectives.sample_outputs(primary, params["net"], theta, x)
 
+  def sample_theta(params, key, num_samples):
+    _check_num_samples(num_samples)
+    return hypernet.sample_and_log_prob(params["hyper"], key, (num_samples,))[0]
+
   return Method(name or f"bhn-{hypernet.name}", init, loss, sample_outputs, primary,
-                likelihood, True)
+                likelihood, True, sample_theta)
 
 
 def _point_method(name: str, primary: PrimaryNet, likelihood: Likelihood, dropout_rate: float,

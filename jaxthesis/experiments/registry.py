@@ -130,6 +130,9 @@ STUDIES: tuple[Study, ...] = (
           "FGSM attacks: accuracy, uncertainty and detection AUROC vs step size (Fig. 7.5)",
           smoke=dict(methods=("gaussian:0",), epsilons=(0.0, 0.2), num_epochs=1,
                      train_size=256, test_size=50)),
+    Study("bhn", "correlations", "jaxthesis.experiments.bhn.correlations",
+          "Pearson p-values between posterior scales of a BHN (Fig. 11.12)",
+          smoke=dict(hypernets=("gaussian:0",), num_epochs=1, train_size=256)),
 )
 
 

@@ -69,3 +69,14 @@ def test_toy_data_follows_fig_7_1():
   assert x.min() >= 0 and x.max() <= 0.5
   np.testing.assert_allclose(y, x + 0.3 * np.sin(2 * np.pi * x) + 0.3 * np.sin(4 * np.pi * x),
                              atol=1e-5)
+
+
+def test_pearson_p_values_match_scipy():
+  from scipy import stats
+  from jaxthesis.experiments.bhn import correlations
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(50, 3))
+  z[:, 2] += 0.5 * z[:, 0]
+  p = correlations.pearson_p_values(z)
+  want = [stats.pearsonr(z[:, i], z[:, j])[1] for i, j in ((0, 1), (0, 2), (1, 2))]
+  np.testing.assert_allclose(p, want, rtol=1e-6)
