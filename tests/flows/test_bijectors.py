@@ -117,13 +117,71 @@ def test_round_trip_through_sequential_direction(name):
   np.testing.assert_allclose(inv_log_det, -fwd_log_det, atol=1e-4, rtol=1e-4)
 
 
-def test_single_dsf_layer_round_trip_over_full_range():
-  """|y| < 14 round trips within 1e-4 in float32 (DSF's image is (-14.5, 14.5))."""
-  flow = flows.autoregressive_flow(3, "dsf", hidden_sizes=(8,), output_init_scale=0.5)
-  b = flow.bijector(flow.init(KEY))  # MAF: forward is the bisection direction
-  y = jnp.stack(jnp.meshgrid(*[jnp.linspace(-13.9, 13.9, 9)] * 3), -1).reshape(-1, 3)
-  x = _jit(b.forward)(y)
-  np.testing.assert_allclose(_jit(b.inverse)(x), y, atol=1e-4)
+def test_maf_samples_are_finite_and_map_back_to_their_base_draws():
+  """MAF direction, default (surjective) DDSF at moderate scale: every base draw, out to
+  |z| = 8, has a finite sample whose parallel inverse returns it. With the thesis's bounded
+  DDSF (`surjective=False`) draws outside the image give NaN, never a far finite value
+  (issue 11 saw ~2.8e14 for 1 in 8 draws)."""
+  z = jnp.concatenate([jax.random.normal(jax.random.PRNGKey(6), (30, 2)),
+                       jnp.array([[8.0, -8.0]])])
+  for surjective in (True, False):
+    transformer = flows.ddsf_transformer(hidden_units=4, num_layers=2, surjective=surjective)
+    flow = flows.autoregressive_flow(2, transformer, hidden_sizes=(8,), output_init_scale=1.0)
+    b = flow.bijector(flow.init(KEY))  # MAF: forward (sampling) is the bisection direction
+    x, log_det = _jit(b.forward_and_log_det)(z)
+    finite = np.isfinite(np.asarray(x)).all(-1)
+    if surjective:
+      assert finite.all() and np.isfinite(np.asarray(log_det)).all()
+    else:
+      assert not finite.all()  # [8, -8] at least lies outside the bounded image
+      assert np.all(np.isnan(np.asarray(log_det))[~finite])
+      assert np.abs(np.asarray(x)[finite]).max() < 1e4
+    z_back, inv_log_det = _jit(b.inverse_and_log_det)(jnp.where(finite[:, None], x, 0.0))
+    np.testing.assert_allclose(z_back[finite], z[finite], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(inv_log_det[finite], -log_det[finite], atol=1e-3)
+
+
+def test_stacked_ddsf_iaf_inverse_is_exact_on_box():
+  """Two DDSF layers, reversed ordering, IAF direction: T(T^{-1}(y)) = y on [-5, 5]^2
+  (it failed at 6 of 8 points before the linear tail, issue 11)."""
+  flow = flows.autoregressive_flow(2, "ddsf", transformer_kwargs={"hidden_units": 4},
+                                   num_layers=2, hidden_sizes=(8,), direction="iaf",
+                                   ordering="reversed", output_init_scale=1.0)
+  b = flow.bijector(flow.init(KEY))
+  grid = jnp.linspace(-5.0, 5.0, 5)
+  y = jnp.stack(jnp.meshgrid(grid, grid), -1).reshape(-1, 2)
+  x = _jit(b.inverse)(y)
+  np.testing.assert_allclose(_jit(b.forward)(x), y, atol=1e-4)
+
+
+def test_gradients_flow_through_maf_sampling():
+  """d/dparams of a loss on MAF samples (sequential solve + its log-det) against central
+  finite differences along a random direction, in float64."""
+  with jax.enable_x64(True):
+    flow = flows.autoregressive_flow(3, "dsf", transformer_kwargs={"hidden_units": 3},
+                                     hidden_sizes=(8,), output_init_scale=0.5)
+    params = jax.tree.map(lambda v: v.astype(jnp.float64), flow.init(KEY))
+    z = jax.random.normal(jax.random.PRNGKey(9), (4, 3), jnp.float64)
+    keys = jax.random.split(jax.random.PRNGKey(10), len(jax.tree.leaves(params)))
+    direction = jax.tree.unflatten(jax.tree.structure(params), [
+        jax.random.normal(k, v.shape, v.dtype) for k, v in zip(keys, jax.tree.leaves(params))])
+
+    def loss(params):
+      x, log_det = flow.bijector(params).forward_and_log_det(z)
+      return jnp.sum(jnp.sin(x)) + jnp.sum(log_det)
+
+    @_jit
+    def both(params):
+      grad = jax.grad(loss)(params)
+      along = sum(jnp.vdot(g, v) for g, v in zip(jax.tree.leaves(grad),
+                                                 jax.tree.leaves(direction)))
+      h = 1e-6
+      shift = lambda s: jax.tree.map(lambda p, v: p + s * v, params, direction)
+      return along, (loss(shift(h)) - loss(shift(-h))) / (2 * h)
+
+    along, central = both(params)
+  assert abs(float(along)) > 1e-3
+  np.testing.assert_allclose(along, central, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["maf-dsf", "iaf-ddsf"])
@@ -203,6 +261,17 @@ def test_argument_validation():
     flow.bijector(params).inverse(jnp.ones((2, 3)))
   with pytest.raises(TypeError, match="floating"):
     flow.bijector(params).inverse(jnp.ones((2, 4), jnp.int32))
+  # Errors name the argument the caller passed, whichever map runs (issue 14): MAF forward
+  # runs the sequential T^{-1}, IAF inverse too.
+  with pytest.raises(ValueError, match=r"x must have shape \[..., 4\]"):
+    flow.bijector(params).forward(jnp.ones((2, 3)))
+  flow, params = _flow("iaf-dsf")
+  with pytest.raises(ValueError, match=r"y must have shape \[..., 4\]"):
+    flow.bijector(params).inverse(jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match=r"x must have shape \[..., 4\]"):
+    flow.bijector(params).forward(jnp.ones((2, 3)))
+  with pytest.raises(TypeError, match="y must be a floating"):
+    flow.bijector(params).inverse_and_log_det(jnp.ones((2, 4), jnp.int32))
 
 
 def test_trained_2d_flow_density_integrates_to_one():
