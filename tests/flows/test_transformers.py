@@ -272,3 +272,56 @@ def test_registry_and_argument_validation():
     flows.transformers.check_transformer_inputs(t, jnp.zeros((3, 5)), jnp.zeros(3))
   with pytest.raises(TypeError, match="x must be a floating"):
     flows.transformers.check_transformer_inputs(t, jnp.zeros((3, 6)), jnp.zeros(3, jnp.int32))
+
+
+def test_linear_tail_is_the_stated_mixture_of_the_thesis_map():
+  """Surjective DSF = (1 - eps) S(x) + eps x with S the thesis's DSF (surjective=False),
+  eps = 1e-3 + (1 - 1e-3) sigmoid(t + t0) and eps = tail_slope_init at t = 0; and
+  log dy/dx = log((1 - eps) S'(x) + eps)."""
+  d = 3
+  tailed, thesis = flows.dsf_transformer(hidden_units=d), flows.dsf_transformer(
+      hidden_units=d, surjective=False)
+  pseudo = 1.5 * jax.random.normal(jax.random.PRNGKey(11), (6, 3 * d + 1))
+  pseudo = pseudo.at[0, -1].set(0.0).at[1, -1].set(-200.0)  # eps = 1e-2, and eps -> 1e-3
+  x = jnp.array([0.7, -30.0, 2.0, -1.0, 50.0, 1e4])
+  y, log_det = _jit(tailed.forward_and_log_det)({}, pseudo, x)
+  s, log_s = _jit(thesis.forward_and_log_det)({}, pseudo[:, :-1], x)
+  t0 = np.log((1e-2 - 1e-3) / (1 - 1e-3)) - np.log1p(-(1e-2 - 1e-3) / (1 - 1e-3))
+  eps = 1e-3 + (1 - 1e-3) * jax.nn.sigmoid(pseudo[:, -1] + t0)
+  np.testing.assert_allclose(eps[0], 1e-2, rtol=1e-6)
+  np.testing.assert_allclose(y, (1 - eps) * s + eps * x, rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(log_det, jnp.log((1 - eps) * jnp.exp(log_s) + eps), rtol=1e-5,
+                             atol=1e-6)
+  assert float(log_det[1]) >= np.log(1e-3) - 1e-6  # saturated S: dy/dx -> eps >= 1e-3
+
+
+@pytest.mark.parametrize("name", ["dsf", "ddsf"])
+def test_bounded_form_flags_points_outside_its_image_with_nan(name):
+  """surjective=False keeps the thesis's bounded image: targets outside it give NaN and
+  inverted=False (never the end of a runaway bracket), targets inside invert."""
+  t = flows.make_transformer(name, hidden_units=4, surjective=False)
+  pseudo = 1.5 * jax.random.normal(jax.random.PRNGKey(12), (4, t.num_pseudo_params))
+  x, inverted = _jit(t.inverse_and_flag)({}, pseudo, jnp.array([-20.0, 20.0, 1e4, 0.0]))
+  assert not bool(inverted[:3].any()) and bool(jnp.isnan(x[:3]).all())
+  y0 = _jit(t.forward_and_log_det)({}, pseudo, jnp.zeros(4))[0]
+  x, inverted = _jit(t.inverse_and_flag)({}, pseudo, y0)
+  assert bool(inverted.all())
+  np.testing.assert_allclose(x, 0.0, atol=1e-4)
+
+
+def test_bisection_solves_flags_and_checks_its_arguments():
+  solution = flows.solve_increasing(jnp.tanh, jnp.array([0.5, -0.9, 2.0]), -10.0, 10.0,
+                                    flows.steps_to_resolution(20.0, jnp.float32))
+  np.testing.assert_allclose(solution.root[:2], np.arctanh([0.5, -0.9]), atol=1e-6)
+  np.testing.assert_array_equal(solution.bracketed, [True, True, False])
+  assert flows.steps_to_resolution(2 * 14.5 / 1e-3, jnp.float32) == 39
+  with pytest.raises(TypeError, match="fn must be callable"):
+    flows.bisect_increasing("tanh", jnp.zeros(2), -1.0, 1.0, 3)
+  with pytest.raises(TypeError, match="fn must be callable"):
+    flows.expand_bracket(None, jnp.zeros(2), 3)
+  with pytest.raises(ValueError, match="lower must broadcast against target"):
+    flows.solve_increasing(jnp.tanh, jnp.zeros(2), jnp.zeros(3), 1.0, 3)
+  with pytest.raises(TypeError, match="target must be a floating"):
+    flows.solve_increasing(jnp.tanh, jnp.zeros(2, jnp.int32), -1.0, 1.0, 3)
+  with pytest.raises(ValueError, match="num_steps"):
+    flows.bisect_increasing(jnp.tanh, jnp.zeros(2), -1.0, 1.0, 0)
