@@ -35,10 +35,14 @@ MODELS: dict[str, dict[str, Any]] = {
 
 
 def build_flow(model: str, num_dims: int, direction: str, hidden: int,
-               **overrides: Any) -> flows.Flow:
+               surjective: bool = True, **overrides: Any) -> flows.Flow:
+  """One of `MODELS`; `surjective=False` gives DSF / DDSF in the thesis's exact, bounded
+  form (Eqs. 9.8-9.10) instead of the default bijection of the real line."""
   if model not in MODELS:
     raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
   kwargs = {**MODELS[model], **overrides}
+  if "transformer_kwargs" in kwargs and kwargs["transformer"] in ("dsf", "ddsf"):
+    kwargs["transformer_kwargs"] = {**kwargs["transformer_kwargs"], "surjective": surjective}
   return flows.autoregressive_flow(num_dims, hidden_sizes=(hidden, hidden),
                                    direction=direction, output_init_scale=0.1, **kwargs)
 
@@ -316,6 +320,19 @@ def add_training_arguments(parser, *, schedule: bool = False, seeds: bool = Fals
   if seeds:
     parser.add_argument("--seeds", dest="num_seeds", type=_cli.positive_int("--seeds"),
                         default=None, metavar="SEEDS", help="number of seeds (a vmap axis; default: the config's)")
+
+
+def add_form_argument(parser) -> None:
+  """--bounded: the thesis's exact DSF / DDSF (Config field `surjective` = False)."""
+  parser.add_argument("--bounded", dest="surjective", action="store_const", const=False,
+                      default=None,
+                      help="use DSF / DDSF exactly as Eqs. 9.8-9.10 (bounded image) instead of "
+                           "the default surjective form with a linear tail")
+
+
+def check_form(config: Any) -> None:
+  if not isinstance(config.surjective, bool):
+    _config.fail("surjective", "True or False", config.surjective)
 
 
 def add_models_argument(parser, models: tuple[str, ...]) -> None:

@@ -48,11 +48,13 @@ class Config:
   grid_modes: int = 5
   energy: str = "u1"
   num_eval: int = 1024
+  surjective: bool = True          # False: the thesis's bounded DSF / DDSF
   seed: int = 0
 
   def __post_init__(self):
     _config.names(self, "models", tuple(nc.MODELS))
     _config.one_of(self, "energy", tuple(nc.ENERGIES))
+    nc.check_form(self)
     nc.check_training_fields(self, "num_seeds", "num_steps", "batch_size", "learning_rate",
                              "iaf_learning_rate", "anneal_fraction", "lr_decay_fraction",
                              "initial_beta", "hidden", "num_eval", "seed")
@@ -68,6 +70,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 def add_arguments(p) -> None:
   nc.add_training_arguments(p, schedule=True, seeds=True)
+  nc.add_form_argument(p)
   nc.add_models_argument(p, tuple(nc.MODELS))
 
 
@@ -87,7 +90,7 @@ def run(config: Config, *, progress: bool = True,
   arrays = {}
   for style in STYLES:
     for model in config.models:
-      flow = nc.build_flow(model, 2, style, config.hidden)
+      flow = nc.build_flow(model, 2, style, config.hidden, config.surjective)
       if style == "maf":
         def evaluate(params, data, flow=flow):
           return {"kl": -flow.distribution(params).log_prob(data).mean() - entropy}

@@ -52,11 +52,13 @@ class Config:
   num_samples: int = 5000          # samples in each histogram
   image_size: int = 160            # the target density on image_size^2 points
   histogram_bins: int = 80
+  surjective: bool = True          # False: the thesis's bounded DSF / DDSF
   seed: int = 0
 
   def __post_init__(self):
     _config.names(self, "energies", tuple(nc.ENERGIES))
     _config.names(self, "models", tuple(nc.MODELS))
+    nc.check_form(self)
     nc.check_training_fields(self, "num_steps", "batch_size", "learning_rate",
                              "lr_decay_fraction", "anneal_fraction", "initial_beta", "hidden",
                              "num_eval", "num_samples", "histogram_bins", "seed")
@@ -72,6 +74,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 def add_arguments(p) -> None:
   nc.add_training_arguments(p, schedule=True)
+  nc.add_form_argument(p)
   nc.add_models_argument(p, tuple(nc.MODELS))
   p.add_argument("--energies", type=_cli.name_list("--energies", tuple(nc.ENERGIES)),
                  default=None, help=f"comma-separated subset of {','.join(nc.ENERGIES)}")
@@ -94,7 +97,7 @@ def run(config: Config, *, progress: bool = True,
     arrays[f"{name}/target"] = np.exp(-np.asarray(energy(pts)) - log_z).reshape(
         len(axis), len(axis))
     for model in config.models:
-      flow = nc.build_flow(model, 2, "iaf", config.hidden)
+      flow = nc.build_flow(model, 2, "iaf", config.hidden, config.surjective)
       eval_loss = nc.reverse_kl_loss(flow, energy, config.num_eval)
 
       def evaluate(params, data, eval_loss=eval_loss):

@@ -37,11 +37,13 @@ class Config:
   num_samples: int = 2000       # flow samples counted by `modes_recovered`
   image_size: int = 160         # the densities are drawn on image_size^2 points
   image_limit: float = 6.0      # ... of [-image_limit, image_limit]^2
+  surjective: bool = True          # False: the thesis's bounded DSF / DDSF
   seed: int = 0
 
   def __post_init__(self):
     _config.numbers(self, "modes", 2, integers=True)
     _config.names(self, "models", tuple(nc.MODELS))
+    nc.check_form(self)
     nc.check_training_fields(self, "num_steps", "batch_size", "learning_rate", "hidden",
                              "num_test", "num_samples", "seed")
     _config.integer(self, "image_size", 2)
@@ -57,6 +59,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 def add_arguments(p) -> None:
   nc.add_training_arguments(p)
+  nc.add_form_argument(p)
   nc.add_models_argument(p, tuple(nc.MODELS))
   p.add_argument("--modes", type=_cli.number_list("--modes", int, minimum=2), default=None,
                  help="comma-separated modes per dimension, e.g. 2,5,10")
@@ -80,7 +83,7 @@ def run(config: Config, *, progress: bool = True,
     arrays[f"density/{grid}/target"] = np.exp(np.asarray(
         target.log_prob(jnp.asarray(pts)))).reshape(side, side)
     for model in config.models:
-      flow = nc.build_flow(model, 2, "maf", config.hidden)
+      flow = nc.build_flow(model, 2, "maf", config.hidden, config.surjective)
 
       def evaluate(params, data, flow=flow):
         return {"test_ll": flow.distribution(params).log_prob(data).mean()}
