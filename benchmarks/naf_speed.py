@@ -15,27 +15,26 @@ flowjax is not included as a JAX peer: it installs beside our pins, but has no s
     python benchmarks/naf_speed.py            # the full comparison (minutes on a CPU)
     python benchmarks/naf_speed.py --quick    # a smoke run: D in {2, 8}, batch 64
     python benchmarks/naf_speed.py --torch-threads 1   # if other jobs share the cores
-    python benchmarks/naf_speed.py --malloc-heap-only  # see below
+    python benchmarks/naf_speed.py --allocator heap    # only the package's setting
 
 Memory: XLA allocates all temporaries of a compiled step as one block (about 65 MB at
 D = 64, batch 1024). glibc's malloc maps any block over 32 MiB freshly from the kernel and
 unmaps it on free, so every call page-faults that block in again, which on a virtual
 machine costs tens of milliseconds per step; PyTorch's separately allocated tensors stay
-under that size and are recycled. `--malloc-heap-only` calls glibc's
-`mallopt(M_MMAP_MAX, 0)` (and keeps freed memory with `M_TRIM_THRESHOLD`) before anything
-runs, so both libraries allocate from the recycled heap; the default leaves the
-process's allocator alone. The JSON records which was used.
+under that size and are recycled. Importing jaxthesis therefore switches glibc to serving
+large blocks from its recycled heap (`jaxthesis/_runtime.py`; `JAXTHESIS_MALLOC=default`
+opts out). By default this benchmark times every case under both settings, side by side
+in one process (`_runtime.set_allocator` switches between them; the setting is
+process-wide, so Pyro runs under the same one); the headline ratio is the package's
+setting ("heap").
 
-Prints a table and writes benchmarks/results/naf_speed.{json,png}. Targets (issue 4):
->= 5x Pyro on the 2-D batch-64 case, >= 1.8x on the largest.
+Prints a table and writes benchmarks/results/naf_speed.{json,png}. Targets (issue 12):
+>= 5x Pyro on the 2-D batch-64 case, >= 1.5x on the largest (D = 64, batch 1024).
 """
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import os
-import platform
 import sys
 import time
 
@@ -47,8 +46,8 @@ import optax
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from jaxthesis import flows  # noqa: E402
-from jaxthesis.experiments._common import format_table  # noqa: E402
+import _bench  # noqa: E402
+from jaxthesis import _runtime, flows  # noqa: E402
 
 import pyro_naf  # noqa: E402
 
@@ -124,60 +123,45 @@ def jax_toy_training(num_steps: int, batch_size: int, hidden: int) -> dict:
           "final_loss": float(np.mean(np.asarray(losses)[-50:]))}
 
 
-def use_heap_only_malloc() -> None:
-  """glibc: no mmap-backed blocks, no returning freed memory to the kernel."""
-  import ctypes
-  libc = ctypes.CDLL("libc.so.6")
-  m_trim_threshold, m_mmap_max = -1, -4  # from glibc's <malloc.h>
-  if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 1 << 30)):
-    raise RuntimeError("mallopt failed: --malloc-heap-only needs glibc")
+def step_flops(num_dims: int, hidden: int, batch_size: int) -> float:
+  """Matmul FLOPs of one step: the MADE's three dense layers (masked weights are still
+  dense products), forward and backward (x3); the DSF's elementwise work is not counted."""
+  out = 3 * DSF_UNITS * num_dims  # a, b, w of every sigmoid unit per dimension
+  forward = 2.0 * batch_size * (num_dims * hidden + hidden * hidden + hidden * out)
+  return 3 * forward
 
 
 def plot(results: dict, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   cases = results["cases"]
-  labels = [f"D={c['num_dims']}\nB={c['batch_size']}" for c in cases]
-  x = np.arange(len(cases))
-  fig, ax = plt.subplots(figsize=(1.4 * len(cases) + 2, 3.4))
-  ax.bar(x - 0.2, [1e3 * c["jaxthesis_seconds"] for c in cases], 0.4, label="jaxthesis (jit)")
-  ax.bar(x + 0.2, [1e3 * c["pyro_seconds"] for c in cases], 0.4, label="Pyro (eager)")
-  for i, c in enumerate(cases):
-    ax.text(i, 1e3 * max(c["jaxthesis_seconds"], c["pyro_seconds"]) * 1.15,
-            f"{c['speedup']:.1f}x", ha="center", fontsize=8)
-  ax.set_yscale("log")
-  ax.set_xticks(x, labels, fontsize=8)
-  ax.set_ylabel("ms per training step")
-  title = ("DSF training step" + (" (QUICK)" if results["quick"] else "")
-           + (", heap-only malloc" if results["environment"]["malloc_heap_only"] else ""))
-  ax.set_title(title, fontsize=9)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _bench.bar_plot(
+      path, [f"D={c['num_dims']}\nB={c['batch_size']}" for c in cases],
+      {"jaxthesis (jit)": [1e3 * c["jaxthesis_seconds"] for c in cases],
+       "Pyro (eager)": [1e3 * c["pyro_seconds"] for c in cases]},
+      ylabel="ms per training step", log=True,
+      annotations=[f"{c['speedup']:.1f}x" for c in cases],
+      title="DSF training step" + (" (QUICK)" if results["quick"] else "")
+      + f", malloc {results['allocator']}")
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="D in {2, 8}, batch 64, few steps")
-  parser.add_argument("--out", default=os.path.join(HERE, "results"))
+  _bench.add_common_args(parser)
   parser.add_argument("--torch-threads", type=int, default=None,
                       help="torch intra-op threads (default: torch's choice). On a machine "
                            "whose cores are busy with other work, PyTorch's spinning thread "
                            "pool can slow a small step 100x; 1 gives Pyro its fair number")
-  parser.add_argument("--malloc-heap-only", action="store_true",
-                      help="glibc mallopt: serve large blocks from the heap and keep freed "
-                           "memory, instead of mapping and page-faulting them on every call "
-                           "(see the module docstring); applies to both libraries")
+  parser.add_argument("--allocator", choices=("both", "heap", "default"), default="both",
+                      help="glibc malloc setting(s) to time (see the module docstring)")
   args = parser.parse_args(argv)
-  if args.malloc_heap_only:
-    use_heap_only_malloc()
-  import torch
-  if args.torch_threads is not None:
+  torch, missing = _bench.import_torch()
+  if torch is not None and args.torch_threads is not None:
     if args.torch_threads < 1:
       parser.error(f"--torch-threads must be >= 1, got {args.torch_threads}")
     torch.set_num_threads(args.torch_threads)
+  torch_device = _bench.torch_device(torch)[0] if torch is not None else None
+  modes = ("default", "heap") if args.allocator == "both" else (args.allocator,)
+  if _runtime.set_allocator("heap") is False:
+    modes = ("unchanged",)  # not glibc: nothing to switch
 
   dims = (2, 8) if args.quick else (2, 8, 64)
   batches = (64,) if args.quick else (64, 1024)
@@ -189,51 +173,77 @@ def main(argv=None) -> int:
   for d in dims:
     for b in batches:
       batch = rng.normal(size=(b, d)).astype(np.float32)
-      ours = time_jax_step(d, HIDDEN[d], batch, repeats)
-      theirs = pyro_naf.time_step(d, HIDDEN[d], batch, repeats)
-      cases.append({"num_dims": d, "batch_size": b, "hidden": [HIDDEN[d]] * 2,
-                    "dsf_units": DSF_UNITS, "jaxthesis_seconds": ours["seconds_per_step"],
-                    "jaxthesis_compile_seconds": ours["compile_seconds"],
-                    "pyro_seconds": theirs["seconds_per_step"],
-                    "speedup": theirs["seconds_per_step"] / ours["seconds_per_step"]})
+      per_mode = {}
+      for mode in modes:
+        if mode != "unchanged":
+          _runtime.set_allocator(mode)
+        ours = time_jax_step(d, HIDDEN[d], batch, repeats)
+        theirs = (pyro_naf.time_step(d, HIDDEN[d], batch, repeats, device=torch_device)
+                  if torch is not None else None)
+        per_mode[mode] = {"jaxthesis_seconds": ours["seconds_per_step"],
+                          "jaxthesis_compile_seconds": ours["compile_seconds"],
+                          "pyro_seconds": theirs and theirs["seconds_per_step"]}
+      headline = per_mode["heap" if "heap" in per_mode else modes[0]]
+      case = {"num_dims": d, "batch_size": b, "hidden": [HIDDEN[d]] * 2,
+              "dsf_units": DSF_UNITS, "flops_per_step": step_flops(d, HIDDEN[d], b),
+              **headline, "by_allocator": per_mode}
+      case["speedup"] = (headline["pyro_seconds"] / headline["jaxthesis_seconds"]
+                         if headline["pyro_seconds"] else None)
+      cases.append(case)
+  if modes != ("unchanged",):
+    _runtime.set_allocator("heap")  # the package's setting for the rest of the run
   toy_ours = jax_toy_training(toy_steps, 64, HIDDEN[2])
-  toy_theirs = pyro_naf.toy_training(toy_steps, 64, HIDDEN[2])
+  toy_theirs = (pyro_naf.toy_training(toy_steps, 64, HIDDEN[2], device=torch_device)
+                if torch is not None else None)
+  allocator = "heap" if "heap" in modes else modes[0]
   results = {
-      "quick": bool(args.quick), "cases": cases,
+      "quick": bool(args.quick), "cases": cases, "allocator": allocator,
+      "allocators_timed": list(modes),
       "toy": {"num_steps": toy_steps, "batch_size": 64, "jaxthesis": toy_ours,
               "pyro": toy_theirs,
-              "speedup": toy_ours["steps_per_second"] / toy_theirs["steps_per_second"]},
-      "targets": {"small_case_min_speedup": 5.0, "largest_case_min_speedup": 1.8},
-      "environment": {"jax": jax.__version__, "torch": torch.__version__,
-                      "torch_threads": torch.get_num_threads(),
-                      "malloc_heap_only": bool(args.malloc_heap_only),
-                      "devices": [str(d) for d in jax.devices()],
-                      "cpu_count": os.cpu_count(), "platform": platform.platform()},
+              "speedup": (toy_ours["steps_per_second"] / toy_theirs["steps_per_second"]
+                          if toy_theirs else None)},
+      "targets": {"small_case_min_speedup": 5.0, "largest_case_min_speedup": 1.5},
+      "summary": [_bench.summary_row(
+          f"DSF step D={c['num_dims']} B={c['batch_size']}", c["jaxthesis_seconds"],
+          flops=c["flops_per_step"], torch_seconds=c["pyro_seconds"],
+          note="" if torch is not None else missing) for c in cases],
   }
   small, largest = cases[0], cases[-1]
-  results["targets"]["small_case_met"] = bool(small["speedup"] >= 5.0)
-  results["targets"]["largest_case_met"] = bool(largest["speedup"] >= 1.8)
+  if torch is not None:
+    results["targets"]["small_case_met"] = bool(small["speedup"] >= 5.0)
+    results["targets"]["largest_case_met"] = bool(largest["speedup"] >= 1.5)
 
-  rows = [[c["num_dims"], c["batch_size"], f"{c['hidden'][0]}x2",
-           f"{1e3 * c['jaxthesis_seconds']:.3f}", f"{1e3 * c['pyro_seconds']:.3f}",
-           f"{c['speedup']:.1f}x"] for c in cases]
-  print(format_table(("D", "batch", "MADE", "jaxthesis ms/step", "Pyro ms/step",
-                      "speedup"), rows))
-  print(f"toy 2-D run, {toy_steps} steps of batch 64: jaxthesis "
-        f"{toy_ours['steps_per_second']:.0f} steps/s "
-        f"({toy_ours['seconds_with_compile']:.1f} s with compilation), Pyro "
-        f"{toy_theirs['steps_per_second']:.0f} steps/s -> {results['toy']['speedup']:.1f}x")
-  print(f"targets: small case (D={small['num_dims']}, B={small['batch_size']}) "
-        f"{small['speedup']:.1f}x vs >= 5x: {'met' if results['targets']['small_case_met'] else 'NOT met'}; "
-        f"largest (D={largest['num_dims']}, B={largest['batch_size']}) "
-        f"{largest['speedup']:.1f}x vs >= 1.8x: "
-        f"{'met' if results['targets']['largest_case_met'] else 'NOT met'}"
-        + (" (QUICK run: largest case not measured)" if args.quick else ""))
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "naf_speed.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  plot(results, os.path.join(args.out, "naf_speed.png"))
-  print(f"wrote {os.path.join(args.out, 'naf_speed.json')} and naf_speed.png")
+  fmt = lambda x: "-" if x is None else f"{1e3 * x:.3f}"
+  rows = []
+  for c in cases:
+    for mode, m in c["by_allocator"].items():
+      rows.append([c["num_dims"], c["batch_size"], f"{c['hidden'][0]}x2", mode,
+                   fmt(m["jaxthesis_seconds"]), fmt(m["pyro_seconds"]),
+                   f"{m['pyro_seconds'] / m['jaxthesis_seconds']:.1f}x"
+                   if m["pyro_seconds"] else "-"])
+  machine = _bench.machine_info()
+  print(f"DSF training step; {machine['processor']}, {machine['cpu_count']} cores; "
+        f"{_bench.loaded_note(machine)}")
+  print(_bench.format_table(("D", "batch", "MADE", "malloc", "jaxthesis ms/step",
+                             "Pyro ms/step", "speedup"), rows))
+  if torch is None:
+    print(f"Pyro reference skipped: {missing}")
+  else:
+    print(f"toy 2-D run, {toy_steps} steps of batch 64: jaxthesis "
+          f"{toy_ours['steps_per_second']:.0f} steps/s "
+          f"({toy_ours['seconds_with_compile']:.1f} s with compilation), Pyro "
+          f"{toy_theirs['steps_per_second']:.0f} steps/s -> {results['toy']['speedup']:.1f}x")
+    print(f"targets (malloc {allocator}): small case (D={small['num_dims']}, "
+          f"B={small['batch_size']}) {small['speedup']:.1f}x vs >= 5x: "
+          f"{'met' if results['targets']['small_case_met'] else 'NOT met'}; largest "
+          f"(D={largest['num_dims']}, B={largest['batch_size']}) {largest['speedup']:.1f}x "
+          f"vs >= 1.5x: {'met' if results['targets']['largest_case_met'] else 'NOT met'}"
+          + (" (QUICK run: largest case not measured)" if args.quick else ""))
+  name = "naf_speed_quick" if args.quick else "naf_speed"
+  path = _bench.write_json(results, args.out, name)
+  plot(results, os.path.join(args.out, name + ".png"))
+  print(f"wrote {path} and {name}.png")
   return 0
 
 

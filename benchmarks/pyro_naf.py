@@ -13,7 +13,7 @@ import numpy as np
 
 
 def make_step(num_dims: int, hidden: int, hidden_units: int = 16, learning_rate: float = 1e-3,
-              seed: int = 0):
+              seed: int = 0, device: str = "cpu"):
   """Returns `step(x: torch.Tensor [B, D]) -> float loss` for a fresh Pyro DSF flow."""
   import torch
   from pyro.distributions.transforms import NeuralAutoregressive
@@ -21,7 +21,7 @@ def make_step(num_dims: int, hidden: int, hidden_units: int = 16, learning_rate:
 
   torch.manual_seed(seed)
   made = AutoRegressiveNN(num_dims, [hidden, hidden], param_dims=[hidden_units] * 3)
-  transform = NeuralAutoregressive(made, hidden_units=hidden_units)
+  transform = NeuralAutoregressive(made, hidden_units=hidden_units).to(device)
   optimizer = torch.optim.Adam(transform.parameters(), lr=learning_rate)
   log_two_pi = float(np.log(2 * np.pi))
 
@@ -44,32 +44,36 @@ def make_step(num_dims: int, hidden: int, hidden_units: int = 16, learning_rate:
 
 
 def time_step(num_dims: int, hidden: int, batch: np.ndarray, repeats: int,
-              warmup: int = 3) -> dict:
+              warmup: int = 3, device: str = "cpu") -> dict:
   """Median seconds per training step on a fixed batch (numpy [B, D])."""
   import torch
-  x = torch.as_tensor(batch)
-  step = make_step(num_dims, hidden)
+  x = torch.as_tensor(batch).to(device)
+  step = make_step(num_dims, hidden, device=device)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   for _ in range(warmup):
     step(x)
+  sync()
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     step(x)
+    sync()
     times.append(time.perf_counter() - start)
   return {"seconds_per_step": float(np.median(times)), "threads": torch.get_num_threads()}
 
 
-def toy_training(num_steps: int, batch_size: int, hidden: int, seed: int = 0) -> dict:
+def toy_training(num_steps: int, batch_size: int, hidden: int, seed: int = 0,
+                 device: str = "cpu") -> dict:
   """A 2-D fit of a 2 x 2 Gaussian grid, `num_steps` steps, fresh batch each step."""
   import torch
-  step = make_step(2, hidden, seed=seed)
-  generator = torch.Generator().manual_seed(seed)
-  centers = torch.tensor([[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]])
+  step = make_step(2, hidden, seed=seed, device=device)
+  generator = torch.Generator(device=device).manual_seed(seed)
+  centers = torch.tensor([[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]], device=device)
   start = time.perf_counter()
   losses = []
   for _ in range(num_steps):
-    idx = torch.randint(0, 4, (batch_size,), generator=generator)
-    x = centers[idx] + 0.5 * torch.randn(batch_size, 2, generator=generator)
+    idx = torch.randint(0, 4, (batch_size,), generator=generator, device=device)
+    x = centers[idx] + 0.5 * torch.randn(batch_size, 2, generator=generator, device=device)
     losses.append(step(x))
   final = float(torch.stack(losses[-50:]).mean())
   seconds = time.perf_counter() - start

@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
