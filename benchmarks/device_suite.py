@@ -1,0 +1,161 @@
+"""Every benchmark in benchmarks/ on whatever device JAX sees, in one command.
+
+    python benchmarks/device_suite.py            # full size, at most --budget seconds (480)
+    python benchmarks/device_suite.py --quick    # every benchmark's smoke run (CPU: < 1 min)
+
+1. Measures the device's peak: the best of a few large matmuls in float32 and bfloat16
+   (8192² on an accelerator, 4096² on a CPU, 512² with --quick).
+2. Runs each benchmark script as its own process (`python benchmarks/X.py [--quick]
+   --out DIR`), with what is left of the wall-time budget as its timeout. Scripts that are
+   not there (benchmarks written later) are skipped with a line that says so; so is one
+   that fails or runs out of time, with its last error line.
+3. Collects the ``"summary"`` rows every script writes into its JSON (`_bench.summary_row`)
+   and prints one table: ms per step or per run, achieved GFLOP/s, the fraction of the
+   measured fp32 and bf16 peaks, and the ratio against the PyTorch reference on the same
+   device (each script runs torch on CUDA when JAX runs on a GPU and torch has CUDA, and
+   says so in its row where it has not, or where torch is not installed).
+
+Writes DIR/device_suite.json (peaks, machine, every script's status and JSON, the rows)
+and DIR/device_suite.txt (the table); DIR is benchmarks/results/device_suite[_quick].
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import _bench  # noqa: E402
+
+# (script, extra arguments for a full run on an accelerator / on a CPU). The order puts the
+# issue's headline workloads first, so a tight budget still measures them.
+# "quick" is added to --quick runs on any device.
+BENCHMARKS = (
+    ("rex_cmnist_speed.py", {"accelerator": [], "cpu": ["--no-flag-probes"], "quick": []}),
+    ("naf_speed.py", {"accelerator": ["--allocator", "heap"], "cpu": [],
+                      "quick": ["--allocator", "heap"]}),
+    ("bhn_speed.py", {"accelerator": [], "cpu": [], "quick": []}),
+    ("memorization_speed.py", {"accelerator": [], "cpu": [], "quick": []}),
+    ("sharding_speed.py", {"accelerator": [], "cpu": [], "quick": []}),
+)
+
+
+def run_benchmark(script: str, extra: list[str], out: str, quick: bool, timeout: float) -> dict:
+  """Runs one script in its own process; returns its status, wall time and JSON files."""
+  path = os.path.join(HERE, script)
+  if not os.path.exists(path):
+    return {"status": "skipped", "reason": f"benchmarks/{script} not found (not written yet)"}
+  if timeout < 5:
+    return {"status": "skipped", "reason": "no time left in the budget"}
+  os.makedirs(out, exist_ok=True)
+  cmd = [sys.executable, path, "--out", out] + (["--quick"] if quick else []) + extra
+  start = time.perf_counter()
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE)
+  except subprocess.TimeoutExpired as error:
+    tail = error.stdout or ""
+    tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+    return {"status": "timed out", "command": " ".join(cmd), "seconds": timeout,
+            "reason": f"timed out after {timeout:.0f} s", "stdout_tail": tail[-2000:]}
+  seconds = time.perf_counter() - start
+  record = {"command": " ".join(cmd), "seconds": seconds, "returncode": proc.returncode,
+            "stdout_tail": proc.stdout[-4000:]}
+  if proc.returncode != 0:
+    last = (proc.stderr.strip().splitlines() or ["(no error output)"])[-1]
+    return {**record, "status": "failed", "reason": last[:300]}
+  record["json"] = {}
+  for found in sorted(glob.glob(os.path.join(out, "*.json"))):
+    with open(found) as f:
+      record["json"][os.path.basename(found)] = json.load(f)
+  record["status"] = "ok"
+  return record
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="every benchmark's --quick run (under a minute on a CPU)")
+  parser.add_argument("--out", default=None,
+                      help="folder (default benchmarks/results/device_suite[_quick])")
+  parser.add_argument("--budget", type=float, default=480.0,
+                      help="wall-time budget in seconds for the whole suite (default 480)")
+  parser.add_argument("--only", default=None,
+                      help="comma-separated script names to run (default: all)")
+  args = parser.parse_args(argv)
+  if args.budget <= 0:
+    parser.error(f"--budget must be > 0, got {args.budget}")
+  known = [name for name, _ in BENCHMARKS]
+  only = None if args.only is None else [s if s.endswith(".py") else s + ".py"
+                                         for s in args.only.split(",")]
+  if only is not None and not set(only) <= set(known):
+    parser.error(f"--only names unknown scripts {sorted(set(only) - set(known))}; "
+                 f"known: {known}")
+  out = args.out or os.path.join(_bench.RESULTS,
+                                 "device_suite_quick" if args.quick else "device_suite")
+  os.makedirs(out, exist_ok=True)
+  start = time.perf_counter()
+
+  import jax
+  backend = jax.default_backend()
+  kind = "cpu" if backend == "cpu" else "accelerator"
+  size = 512 if args.quick else (4096 if kind == "cpu" else 8192)
+  peaks = {dtype: _bench.matmul_peak(dtype, size=size, repeats=2 if args.quick else 5)
+           for dtype in ("float32", "bfloat16")}
+  torch, missing = _bench.import_torch()
+  torch_line = (missing if torch is None else
+                f"torch {torch.__version__}, reference device "
+                f"{_bench.torch_device(torch, backend)[0]}"
+                + (f" ({_bench.torch_device(torch, backend)[1]})"
+                   if _bench.torch_device(torch, backend)[1] else ""))
+
+  statuses, rows, sources, lines = {}, [], [], []
+  for script, extra in BENCHMARKS:
+    if only is not None and script not in only:
+      continue
+    left = args.budget - (time.perf_counter() - start)
+    record = run_benchmark(script, extra[kind] + (extra["quick"] if args.quick else []),
+                           os.path.join(out, script[:-3]), args.quick, left)
+    statuses[script] = record
+    if record["status"] != "ok":
+      lines.append(f"{script}: {record['status']}: {record['reason']}")
+      continue
+    found = [(name, row) for name, payload in record["json"].items()
+             for row in payload.get("summary", [])]
+    if not found:
+      lines.append(f"{script}: ran in {record['seconds']:.0f} s, but its JSON has no "
+                   f"'summary' rows (see {out}/{script[:-3]})")
+    for _, row in found:
+      rows.append(row)
+      sources.append(script[:-3])
+    lines.append(f"{script}: ok in {record['seconds']:.0f} s")
+
+  wall = time.perf_counter() - start
+  machine = _bench.machine_info()
+  header = (f"device suite{' (QUICK)' if args.quick else ''}: {machine['device_kind']} "
+            f"({backend}, {len(jax.devices())} device(s)); {machine['processor']}, "
+            f"{machine['cpu_count']} cores, {_bench.loaded_note(machine)}\n"
+            f"measured peak ({size}² matmul): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
+            f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; PyTorch: {torch_line}")
+  table = _bench.summary_table(rows, peaks, sources)
+  text = "\n".join([header, table, *lines, f"suite wall time {wall:.0f} s "
+                    f"(budget {args.budget:.0f} s)"])
+  print(text)
+  results = {"quick": bool(args.quick), "backend": backend, "peaks_flops": peaks,
+             "peak_matmul_size": size, "torch": torch_line, "wall_seconds": wall,
+             "budget_seconds": args.budget, "rows": rows, "row_sources": sources,
+             "benchmarks": statuses}
+  path = _bench.write_json(results, out, "device_suite")
+  with open(os.path.join(out, "device_suite.txt"), "w") as f:
+    f.write(text + "\n")
+  print(f"wrote {path} and device_suite.txt")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
