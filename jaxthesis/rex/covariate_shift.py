@@ -3,7 +3,7 @@
 Each variant adds a shift in P(X) to the interventional shift of Colored MNIST. With
 shift level p ∈ [0, 1] (p = 1: no imbalance; p = 0: disjoint supports), training domain
 1 has imbalance rate `p' = p/(1+p)`, domain 2 has `p' = 1/(1+p)` and the test domain
-`p' = 0.5` (Fig 5.4, Figs 11.5-11.7):
+`p' = 0.5` (Fig. 5.4, Figs. 11.5-11.7):
 
 * ``class``: keep each class-0 example (digits 5-9) with probability p' and each
   class-1 example (digits 0-4) with probability 1 - p', before label noise;

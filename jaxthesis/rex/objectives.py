@@ -78,7 +78,7 @@ def masked_mean(values: Array, mask: Optional[Array]) -> Array:
 
 def domain_risks(loss_fn: LossFn, logits: ArrayLike, labels: ArrayLike,
                  mask: Optional[ArrayLike] = None) -> Array:
-  """Per-domain empirical risks R_e (eq 5.2), vmapped over the leading domain axis.
+  """Per-domain empirical risks R_e (Eq. 5.2), vmapped over the leading domain axis.
 
   Args:
     loss_fn: elementwise loss `(logits [n], labels [n]) -> [n]`.
@@ -103,7 +103,7 @@ def domain_risks(loss_fn: LossFn, logits: ArrayLike, labels: ArrayLike,
 
 
 def erm(risks: ArrayLike, domain_sizes: Optional[ArrayLike] = None) -> Array:
-  """Empirical risk minimization: the pooled risk (eq 5.3–5.4).
+  """Empirical risk minimization: the pooled risk (Eqs. 5.3–5.4).
 
   `R_ERM = Σ_e |D_e| R_e / Σ_e |D_e|`, the mean of the pooled loss; with no sizes,
   every domain weighs the same.
@@ -120,7 +120,7 @@ def erm(risks: ArrayLike, domain_sizes: Optional[ArrayLike] = None) -> Array:
 
 
 def variance_penalty(risks: ArrayLike) -> Array:
-  """`Var({R_1, ..., R_m})`, the population variance of the training risks (eq 5.8).
+  """`Var({R_1, ..., R_m})`, the population variance of the training risks (Eq. 5.8).
 
   Equals half the mean pairwise squared difference `1/(2m²) Σ_ij (R_i - R_j)²`
   (appendix 11.1.8.2.3).
@@ -130,7 +130,7 @@ def variance_penalty(risks: ArrayLike) -> Array:
 
 
 def vrex(risks: ArrayLike, beta: ArrayLike) -> Array:
-  """V-REx: `β Var({R_e}) + Σ_e R_e` (eq 5.8). β = 0 recovers (summed) ERM."""
+  """V-REx: `β Var({R_e}) + Σ_e R_e` (Eq. 5.8). β = 0 recovers (summed) ERM."""
   _check_risks(risks)
   _checks.check_scalar("beta", beta)
   _checks.check_nonnegative("beta", beta)
@@ -139,18 +139,18 @@ def vrex(risks: ArrayLike, beta: ArrayLike) -> Array:
 
 
 def minimax_penalty(risks: ArrayLike) -> Array:
-  """`max_e R_e - mean_e R_e`: MM-REx is `mean + (1 - m λ_min) · this` (from eq 5.7)."""
+  """`max_e R_e - mean_e R_e`: MM-REx is `mean + (1 - m λ_min) · this` (from Eq. 5.7)."""
   _check_risks(risks)
   risks = jnp.asarray(risks)
   return jnp.max(risks) - jnp.mean(risks)
 
 
 def mmrex(risks: ArrayLike, lambda_min: ArrayLike) -> Array:
-  """Minimax-REx in closed form: `(1 - m λ_min) max_e R_e + λ_min Σ_e R_e` (eq 5.7).
+  """Minimax-REx in closed form: `(1 - m λ_min) max_e R_e + λ_min Σ_e R_e` (Eq. 5.7).
 
   The maximum over affine combinations `Σ λ_e R_e` with `Σ λ_e = 1, λ_e ≥ λ_min`
-  (eq 5.6). Negative λ_min extrapolates beyond the convex hull of the training risks;
-  λ_min = 0 is risk interpolation (eq 5.5).
+  (Eq. 5.6). Negative λ_min extrapolates beyond the convex hull of the training risks;
+  λ_min = 0 is risk interpolation (Eq. 5.5).
   """
   _check_risks(risks)
   _checks.check_scalar("lambda_min", lambda_min)
@@ -163,7 +163,7 @@ def mmrex(risks: ArrayLike, lambda_min: ArrayLike) -> Array:
 
 
 def risk_interpolation(risks: ArrayLike) -> Array:
-  """Risk interpolation / worst-case risk over training domains: `max_e R_e` (eq 5.5)."""
+  """Risk interpolation / worst-case risk over training domains: `max_e R_e` (Eq. 5.5)."""
   _check_risks(risks)
   return jnp.max(jnp.asarray(risks))
 
@@ -333,16 +333,16 @@ def _no_penalty(risks: Array) -> Array:
 
 
 ERM = _stateless(lambda inp: (erm(inp.risks, inp.sizes), _no_penalty(inp.risks)))
-"""ERM: the pooled risk (eq 5.3–5.4), no penalty."""
+"""ERM: the pooled risk (Eqs. 5.3–5.4), no penalty."""
 
 VREX = _stateless(lambda inp: (jnp.mean(inp.risks), variance_penalty(inp.risks)))
-"""V-REx: `mean R + w · Var(R)`, eq 5.8 divided by m (β = m·w)."""
+"""V-REx: `mean R + w · Var(R)`, Eq. 5.8 divided by m (β = m·w)."""
 
 MMREX = _stateless(lambda inp: (jnp.mean(inp.risks), minimax_penalty(inp.risks)))
-"""MM-REx: `mean R + w · (max R − mean R)`, eq 5.7 with `w = 1 − m λ_min`."""
+"""MM-REx: `mean R + w · (max R − mean R)`, Eq. 5.7 with `w = 1 − m λ_min`."""
 
 RI = _stateless(lambda inp: (risk_interpolation(inp.risks), _no_penalty(inp.risks)))
-"""Risk interpolation: the worst training risk `max_e R_e` (eq 5.5), no penalty."""
+"""Risk interpolation: the worst training risk `max_e R_e` (Eq. 5.5), no penalty."""
 
 IRM_ESTIMATORS = ("biased", "unbiased")
 

@@ -113,7 +113,7 @@ def search_hparams(configs: dict, *, groupdro_eta: float = 0.01,
   """`SearchHParams` `[R]` from `sample_configs` output (or any dict of `[R]` arrays).
 
   `penalty_scale` multiplies the penalty weights (e.g. `1/m` to read them as the β of
-  eq 5.8 for V-REx).
+  Eq. 5.8 for V-REx).
   """
   needed = ("hidden", "l2_weight", "learning_rate", "penalty_anneal_iters", "penalty_weight")
   missing = [k for k in needed if k not in configs]
@@ -177,7 +177,7 @@ def make_search_task(method: str, *, width: int, width_limit: int, input_dim: in
 
 
 def satisfactory(train_acc, test_acc, chance: float = 0.5) -> np.ndarray:
-  """Fig 11.7's criterion: better than chance on test and train accuracy above test.
+  """Fig. 11.7's criterion: better than chance on test and train accuracy above test.
 
   Test accuracy above train accuracy usually means a degenerate rule such as "not
   colour", which the thesis does not count as success.

@@ -115,10 +115,10 @@ def six_d_objective(method: str, logits: Array, capacity_logits: Array, domains:
   plus the cost of the capacity κ_x that the model gives to inputs of type x (a budget on
   the simplex; ERM's optimum is the pooled frequency of x, by Gibbs' inequality).
 
-  * 'erm': `Σ_e R_e` (eq 5.3).
+  * 'erm': `Σ_e R_e` (Eq. 5.3).
   * 'irm': `Σ_e R_e + λ Σ_e ‖∇_{w|w=1} R_e‖²`, IRMv1 on the label predictor with a
     fixed vector classifier w = 1 over the input types (as in `sem.irmv1_linear_penalty`).
-  * 'rex': V-REx, `Σ_e R_e + λ Var(R_e)` (eq 5.8).
+  * 'rex': V-REx, `Σ_e R_e + λ Var(R_e)` (Eq. 5.8).
   """
   _checks.check_choice("method", method, SIX_D_METHODS)
   for name, value in (("logits", logits), ("capacity_logits", capacity_logits)):

@@ -180,7 +180,7 @@ def log_normalizer(energy: Callable[[Array], Array], limit: float = 6.0,
 def max_likelihood_loss(flow: flows.Flow, target: GaussianGrid,
                         batch_size: int) -> Callable[..., Array]:
   """`loss_fn(params, key, data) = -mean log q(x)` on `batch_size` fresh samples x ~ target
-  (MAF-style training, Figs 9.2, 9.6 and 9.7)."""
+  (MAF-style training, Figs. 9.2, 9.6 and 9.7)."""
   def loss_fn(params, key, data):
     del data
     return -flow.distribution(params).log_prob(target.sample(key, batch_size)).mean()
@@ -358,7 +358,7 @@ def titled_table(title: str, source: str, headers, rows) -> str:
 def plot_image_grid(out: str, name: str, images: Mapping[str, np.ndarray], rows, columns,
                     limit: float, title: Callable[[Any, str], str]) -> str:
   """One image per (row, column), `images[f"{row}/{column}"]` over [-limit, limit]^2, saved
-  as `out/name` (Figs 9.1 and 9.6)."""
+  as `out/name` (Figs. 9.1 and 9.6)."""
   rows, columns = list(rows), list(columns)
   plt = _plots.pyplot()
   fig, axes = plt.subplots(len(rows), len(columns),

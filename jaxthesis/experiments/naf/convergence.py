@@ -6,7 +6,7 @@ KL(q || p) with log Z from a Riemann sum). Models as in Section 9.6.1: 6 stacked
 layers with reversed ordering vs one DSF vs one DDSF (d = 16, L = 2). Every seed of a
 model is one restart of a single compiled, vmapped engine run; we plot mean +- std.
 
-The thesis repeats the experiments of Figs 9.1-9.2, so the IAF-style runs use the
+The thesis repeats the experiments of Figs. 9.1-9.2, so the IAF-style runs use the
 energy study's schedule (`naf energy`): learning rate `iaf_learning_rate`, the target's
 inverse temperature annealed from `initial_beta` to 1 over the first `anneal_fraction` of
 the steps and the rate cosine-decayed over the last `lr_decay_fraction`. The curves are
