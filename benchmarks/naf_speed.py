@@ -1,7 +1,7 @@
 """Speed of one DSF training step: jaxthesis vs Pyro's NeuralAutoregressive, side by side.
 
 One step = the MAF-direction negative log-likelihood of a batch under a one-layer deep
-sigmoidal flow (eq. 9.8 of the thesis; 16 sigmoid units, a MADE conditioner with two hidden
+sigmoidal flow (Eq. 9.8 of the thesis; 16 sigmoid units, a MADE conditioner with two hidden
 layers of the same width in both libraries), its gradient, and an Adam update. jaxthesis
 runs it as one jitted function; Pyro (benchmarks/pyro_naf.py) in PyTorch eager. Both see
 the same batch, D, hidden sizes and DSF width. Cases: D in {2, 8, 64} x batch in {64, 1024}

@@ -1,7 +1,7 @@
 """The Pyro baseline of benchmarks/naf_speed.py: a DSF flow trained with PyTorch eager.
 
 Pyro's `NeuralAutoregressive` transform with its default sigmoid activation is the deep
-sigmoidal flow (eq. 9.8 of the thesis), conditioned by Pyro's `AutoRegressiveNN` (a MADE).
+sigmoidal flow (Eq. 9.8 of the thesis), conditioned by Pyro's `AutoRegressiveNN` (a MADE).
 One training step is the MAF-direction negative log-likelihood
 `-mean(log N(T(x)) + log|det dT/dx|)`, its gradient and an Adam update.
 """

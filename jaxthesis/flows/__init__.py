@@ -1,9 +1,9 @@
 """Neural autoregressive flows (chapter 9 of the thesis) as a library.
 
 * `MADE`: the masked autoregressive conditioner (flax linen).
-* Transformers (`Transformer` interface): `affine_transformer` (eq. 9.5),
-  `iaf_gate_transformer` (eq. 9.6, gate floored at `min_gate`), `dsf_transformer`
-  (eq. 9.8), `ddsf_transformer` (eqs. 9.9-9.10, optional conditional weight
+* Transformers (`Transformer` interface): `affine_transformer` (Eq. 9.5),
+  `iaf_gate_transformer` (Eq. 9.6, gate floored at `min_gate`), `dsf_transformer`
+  (Eq. 9.8), `ddsf_transformer` (Eqs. 9.9-9.10, optional conditional weight
   normalization), registry `TRANSFORMERS`. By default every one is a bijection of R with
   dy/dx bounded below (DSF / DDSF mixed with a learned linear tail); `surjective=False`
   gives the thesis's bounded DSF / DDSF exactly. `check_transformer_inputs` is the check

@@ -1,6 +1,6 @@
 """Autoregressive flows and permutations as distrax bijectors.
 
-The autoregressive map `T: x -> y`, `y_t = tau(c(x_{1:t-1}), x_t)` (eq. 9.4 of the thesis),
+The autoregressive map `T: x -> y`, `y_t = tau(c(x_{1:t-1}), x_t)` (Eq. 9.4 of the thesis),
 is computed for all t in one parallel pass; its inverse needs the dimensions one after the
 other. Which of the two is the distrax *forward* (base noise -> data) is the `direction`:
 
@@ -50,7 +50,7 @@ ConditionerFn = Callable[[Params, Array, Optional[Array]], Array]
 
 
 class AutoregressiveBijector(distrax.Bijector):
-  """An autoregressive flow layer: a conditioner plus a transformer (eq. 9.4).
+  """An autoregressive flow layer: a conditioner plus a transformer (Eq. 9.4).
 
   Args:
     conditioner: `(conditioner_params, x [..., D], context) -> pseudo [..., D, K]`, e.g.

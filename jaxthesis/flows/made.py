@@ -3,7 +3,7 @@
 Germain et al. (2015): each unit gets a degree; a connection is kept only from lower or
 equal degrees (hidden layers) or strictly lower degrees (output layer), so output block t
 depends only on the inputs that precede t in the ordering -- the conditioner `c(x_{1:t-1})`
-of eq. 9.4 of the thesis, computed for every t in one pass.
+of Eq. 9.4 of the thesis, computed for every t in one pass.
 """
 from __future__ import annotations
 

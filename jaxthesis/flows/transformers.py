@@ -1,6 +1,6 @@
 """Transformers: invertible scalar maps whose weights come from an autoregressive conditioner.
 
-In a neural autoregressive flow (eq. 9.4 of the thesis) each output is
+In a neural autoregressive flow (Eq. 9.4 of the thesis) each output is
 `y_t = tau(c(x_{1:t-1}), x_t)`: the conditioner `c` emits *pseudo-parameters* and the
 transformer `tau` is a strictly increasing function of the scalar `x_t`. Every transformer
 here shares one interface, the `Transformer` NamedTuple:
@@ -19,7 +19,7 @@ here shares one interface, the `Transformer` NamedTuple:
 Bijections of the real line. By default every transformer is a bijection R -> R whose
 derivative is bounded below by a positive constant (`surjective=True`), so the image is
 all of R, every `y` has an inverse, and a flow's density integrates to one. The sigmoidal
-transformers of eqs. 9.8-9.10 are bounded (their image is at most
+transformers of Eqs. 9.8-9.10 are bounded (their image is at most
 (-logit(1 - delta/2), logit(1 - delta/2)), about +-14.5, and stacked layers narrow it
 further); they are mixed with a learned linear tail (`_linear_tail`):
 
@@ -332,7 +332,7 @@ def _check_steps(name: str, value: Any) -> None:
 
 
 def affine_transformer(min_scale: float = 1e-3) -> Transformer:
-  """The affine transformer `y = mu + sigma * x` (eq. 9.5 of the thesis).
+  """The affine transformer `y = mu + sigma * x` (Eq. 9.5 of the thesis).
 
   Pseudo-parameters `(mu, s)` with `sigma = softplus(s + c) + min_scale`, `c` such that
   `s = 0` gives `sigma = 1`; `log dy/dx = log sigma`. A bijection of R with
@@ -361,7 +361,7 @@ def affine_transformer(min_scale: float = 1e-3) -> Transformer:
 
 
 def iaf_gate_transformer(gate_bias: float = 3.0, min_gate: float = 1e-3) -> Transformer:
-  """The gated IAF transformer `y = sigma * x + (1 - sigma) * mu` (eq. 9.6).
+  """The gated IAF transformer `y = sigma * x + (1 - sigma) * mu` (Eq. 9.6).
 
   Pseudo-parameters `(mu, s)` with `sigma = min_gate + (1 - min_gate) sigmoid(s +
   gate_bias)` and `1 - sigma = (1 - min_gate) sigmoid(-(s + gate_bias))`;
@@ -374,7 +374,7 @@ def iaf_gate_transformer(gate_bias: float = 3.0, min_gate: float = 1e-3) -> Tran
 
   Args:
     gate_bias: the gate's offset (Kingma et al. start the gate near open).
-    min_gate: lower bound of sigma, in [0, 1); 0 is eq. 9.6 exactly.
+    min_gate: lower bound of sigma, in [0, 1); 0 is Eq. 9.6 exactly.
 
   Returns:
     A `Transformer` with 2 pseudo-parameters per dimension.
@@ -425,7 +425,7 @@ class _DSFJacobian(NamedTuple):
 def _dsf_value_and_jacobian(pseudo: Array, x: Array, hidden_units: int, delta: float,
                             min_slope: float, with_jacobian: bool = True
                             ) -> tuple[tuple[Array, Array], Optional[_DSFJacobian]]:
-  """The DSF map of eq. 9.8, its log-derivative, and their first derivatives.
+  """The DSF map of Eq. 9.8, its log-derivative, and their first derivatives.
 
   With `a = softplus(u) + min_slope`, `w = softmax(l)`, `z = a x + b`, `s = sigmoid(z)`:
   `p = sum_j w_j s_j`, `q = sum_j w_j (1 - s_j)` (summed directly, so whichever is tiny
@@ -551,7 +551,7 @@ def dsf_transformer(hidden_units: int = 16, *, surjective: bool = True,
                     min_tail_slope: float = MIN_TAIL_SLOPE, delta: float = SQUEEZE_DELTA,
                     min_slope: float = 1e-3,
                     num_bisection_steps: Optional[int] = None) -> Transformer:
-  """The deep sigmoidal flow transformer (eq. 9.8 of the thesis), by default onto R.
+  """The deep sigmoidal flow transformer (Eq. 9.8 of the thesis), by default onto R.
 
   The thesis's map: `S(x) = logit(squeeze(w^T sigmoid(a x + b)))` with
   `d = hidden_units` sigmoid units, `a = softplus(.) + min_slope > 0`, `w = softmax(.)`,
@@ -577,7 +577,7 @@ def dsf_transformer(hidden_units: int = 16, *, surjective: bool = True,
 
   Args:
     hidden_units: d, the number of sigmoid units (>= 1).
-    surjective: add the linear tail (a bijection of R) or keep eq. 9.8 exactly.
+    surjective: add the linear tail (a bijection of R) or keep Eq. 9.8 exactly.
     tail_slope_init: eps at t = 0, in (min_tail_slope, 1).
     min_tail_slope: lower bound of eps and of dy/dx, in (0, 1).
     delta: squeeze in (0, 1).
@@ -639,7 +639,7 @@ def _matvec(mat: Array, vec: Array) -> Array:
 
 def _ddsf_layer(a: Array, b: Array, u: Array, w: Array, h: Array, dh_rel: Optional[Array],
                 delta: float) -> tuple[Array, Optional[Array], Optional[Array]]:
-  """One DDSF layer (eq. 9.9) and its derivative vector (eq. 9.10), in linear space.
+  """One DDSF layer (Eq. 9.9) and its derivative vector (Eq. 9.10), in linear space.
 
   `pre = a * (u h) + b`, `p = w sigmoid(pre)`, `q = w sigmoid(-pre)` (summed directly, as
   in the DSF, so whichever is tiny keeps its relative precision; the squeeze keeps
@@ -705,7 +705,7 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
                      min_tail_slope: float = MIN_TAIL_SLOPE, delta: float = SQUEEZE_DELTA,
                      min_slope: float = 1e-3, num_bisection_steps: Optional[int] = None,
                      num_bracket_expansions: int = 24) -> Transformer:
-  """The deep dense sigmoidal flow transformer (eqs. 9.9-9.10 of the thesis), by default onto R.
+  """The deep dense sigmoidal flow transformer (Eqs. 9.9-9.10 of the thesis), by default onto R.
 
   Layer l maps `h` (width n_in) to `logit(squeeze(w sigmoid(a * (u h) + b)))` (width n_out)
   through d sigmoid units, with row-softmax `u` [d, n_in] and `w` [n_out, d], positive `a`
@@ -714,7 +714,7 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
   logit(1 - delta/2), and each layer's bounded input narrows the image further (to e.g.
   (-4.9, 4.4) for moderate pseudo-parameters). All entries of every layer Jacobian are
   positive, so the derivative of the scalar output is carried forward as the vector
-  `dh/dx` (eq. 9.10), held as a per-point log-scale times a vector of order one: one
+  `dh/dx` (Eq. 9.10), held as a per-point log-scale times a vector of order one: one
   matrix-vector product per weight matrix, never the rank-5 batch of Jacobian products.
   Only the d per-unit factors are formed in log space (see `_ddsf_layer`), not the d x d
   terms of log-sum-exp contractions, whose exponentials made the transformer's share of a
@@ -736,7 +736,7 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
   whatever the (row-stochastic) `u` and `w`, every layer maps `x * 1` to `x * 1`: the
   identity up to the squeeze.
 
-  With `surjective=False` (eqs. 9.9-9.10 exactly) the inverse brackets the root by
+  With `surjective=False` (Eqs. 9.9-9.10 exactly) the inverse brackets the root by
   growing `[-1, 1]` by 4x up to `num_bracket_expansions` times, then bisects; where no
   bracket is found (the target is outside the bounded image, or its root beyond
   4^num_bracket_expansions) it gives NaN and `inverted=False`.
@@ -745,7 +745,7 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
     hidden_units: d (>= 1).
     num_layers: L (>= 1).
     conditional_weight_norm: emit O(d) pseudo-parameters modulating learned weights.
-    surjective: add the linear tail (a bijection of R) or keep eqs. 9.9-9.10 exactly.
+    surjective: add the linear tail (a bijection of R) or keep Eqs. 9.9-9.10 exactly.
     tail_slope_init: eps at t = 0, in (min_tail_slope, 1).
     min_tail_slope: lower bound of eps and of dy/dx, in (0, 1).
     delta: squeeze in (0, 1).
