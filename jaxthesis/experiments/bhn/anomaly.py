@@ -111,11 +111,8 @@ def run(config: Config, *, progress: bool = True,
 
   _ood.check_available(config.ood_sets)
   clock = _results.Stopwatch()
-  x_tr, y_tr, x_te, y_te, description = _common.load_flat_mnist(config.data, config.data_dir)
-  if config.train_size:
-    x_tr, y_tr = x_tr[:config.train_size], y_tr[:config.train_size]
-  if config.test_size:
-    x_te, y_te = x_te[:config.test_size], y_te[:config.test_size]
+  x_tr, y_tr, x_te, y_te, description = _common.load_flat_mnist(config.data, config.data_dir,
+      train_size=config.train_size, test_size=config.test_size)
   ood = {name: _ood.load(name, len(y_te), config.seed + 17 * i)
          for i, name in enumerate(config.ood_sets)}
   key = jax.random.PRNGKey(config.seed)

@@ -94,9 +94,8 @@ def run(config: Config, *, progress: bool = True,
   import jax
 
   clock = _results.Stopwatch()
-  x_tr, y_tr, _, _, description = _common.load_flat_mnist(config.data, config.data_dir)
-  if config.train_size:
-    x_tr, y_tr = x_tr[:config.train_size], y_tr[:config.train_size]
+  x_tr, y_tr, _, _, description = _common.load_flat_mnist(config.data, config.data_dir,
+      train_size=config.train_size)
   key = jax.random.PRNGKey(config.seed)
   metrics, arrays = {}, {}
   for i, spec in enumerate(config.hypernets):
