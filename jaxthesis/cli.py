@@ -100,6 +100,7 @@ def run_study(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
   from jaxthesis.data import DataSourceError
+  from jaxthesis.engine import CheckpointMismatchError
   from jaxthesis.experiments._config import UsageError
 
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     return run_study(args)
-  except (UsageError, DataSourceError, FloatingPointError) as e:
+  except (UsageError, DataSourceError, FloatingPointError, CheckpointMismatchError) as e:
     if os.environ.get("JAXTHESIS_TRACEBACK"):
       raise
     message = str(e)

@@ -65,6 +65,10 @@ class _TaskFields(NamedTuple):
   evaluate: Optional[EvalFn] = None
 
 
+class CheckpointMismatchError(ValueError):
+  """A checkpoint directory holds a run with another configuration than the one asked for."""
+
+
 class Task(_TaskFields):
   """One training run as pure functions; the Runner vmaps them over restarts.
 
@@ -500,8 +504,9 @@ def _open_checkpoint(directory: str, fingerprint: Any, num_restarts: int, total:
     with open(meta_path) as f:
       old = json.load(f)
     if old != json.loads(json.dumps(meta, default=str)):
-      raise ValueError(f"checkpoint_dir {directory!r} holds a run with another configuration "
-                       f"({old}); use a new directory or delete it")
+      raise CheckpointMismatchError(
+          f"checkpoint_dir {directory!r} holds a run with another configuration; use a new "
+          f"directory or delete it (on the command line: --fresh)")
   else:
     with open(meta_path, "w") as f:
       json.dump(meta, f, default=str)

@@ -49,3 +49,17 @@ def test_progress_prints_short_lines_when_not_a_terminal():
   lines = stream.getvalue().splitlines()
   assert len(lines) == 10 and "\r" not in stream.getvalue()
   assert lines[0].startswith("train: 10% (20/200)") and lines[-1].startswith("train: 100% (200/200)")
+
+
+def test_a_checkpoint_of_another_configuration_is_one_line(tmp_path, capsys):
+  meta_dir = tmp_path / "checkpoints" / "erm-population"
+  meta_dir.mkdir(parents=True)
+  (meta_dir / "run_meta.json").write_text('{"fingerprint": "another run"}')
+  code = cli.main(["rex", "cmnist", "--quick", "--methods", "erm", "--data", "builtin",
+                   "--out", str(tmp_path), "--no-progress"])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("jaxthesis rex cmnist: error:") and "another configuration" in last
+  assert "--fresh" in last
