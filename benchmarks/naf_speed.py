@@ -136,9 +136,12 @@ def plot(results: dict, path: str) -> None:
   _bench.bar_plot(
       path, [f"D={c['num_dims']}\nB={c['batch_size']}" for c in cases],
       {"jaxthesis (jit)": [1e3 * c["jaxthesis_seconds"] for c in cases],
-       "Pyro (eager)": [1e3 * c["pyro_seconds"] for c in cases]},
+       # Pyro's bars are absent (NaN) where torch/pyro is not installed.
+       "Pyro (eager)": [1e3 * c["pyro_seconds"] if c["pyro_seconds"] is not None
+                        else float("nan") for c in cases]},
       ylabel="ms per training step", log=True,
-      annotations=[f"{c['speedup']:.1f}x" for c in cases],
+      annotations=[f"{c['speedup']:.1f}x" if c.get("speedup") is not None else "no Pyro"
+                   for c in cases],
       title="DSF training step" + (" (QUICK)" if results["quick"] else "")
       + f", malloc {results['allocator']}")
 
