@@ -196,12 +196,14 @@ def summary_row(name: str, seconds: float, *, unit: str = "step", flops: Optiona
     unit: "step" or "run".
     flops: model FLOPs per `unit` (None where not counted).
     torch_seconds: seconds per `unit` of the PyTorch reference (None where not run).
-    note: e.g. why the reference is missing.
+    note: why the reference is missing; required where `torch_seconds` is None.
   """
   if not seconds > 0:
     raise ValueError(f"seconds must be > 0, got {seconds!r}")
   if unit not in ("step", "run"):
     raise ValueError(f"unit must be 'step' or 'run', got {unit!r}")
+  if torch_seconds is None and not note:
+    raise ValueError(f"note must say why there is no PyTorch reference for {name!r}")
   return {"name": name, "unit": unit, "seconds": float(seconds),
           "flops": None if flops is None else float(flops),
           "flops_per_second": None if flops is None else float(flops) / seconds,

@@ -156,8 +156,8 @@ def main(argv=None) -> int:
   print(_bench.loaded_note())
   results["summary"] = [_bench.summary_row(
       f"BHN ELBO step, {hidden}-unit MLP, realnvp x{num_layers}, batch {batch}, S={c['num_samples']}",
-      c["ms"]["vmap"] / 1e3, torch_seconds=c["ms"].get("torch", None) and c["ms"]["torch"] / 1e3)
-      for c in results["cases"]]
+      c["ms"]["vmap"] / 1e3, torch_seconds=c["ms"]["torch"] / 1e3 if "torch" in c["ms"] else None,
+      note=why or "") for c in results["cases"]]
   name = "bhn_speed_quick" if args.quick else "bhn_speed"
   print(_bench.write_json(results, args.out, name))
   labels = [f"S={c['num_samples']}" for c in results["cases"]]
