@@ -7,7 +7,8 @@
   `HYPERNETS` ("gaussian", "realnvp", "iaf", "dsf").
 * Objective (Eqs. 7.2, 11.25): `negative_elbo`, `kl_annealing`, likelihoods.
 * Methods behind one interface: `bhn`, `mle`, `dropout`, `mc_dropout`,
-  `bayes_by_backprop` (`Method`, registry `METHODS`); training: `make_task`, `fit`.
+  `bayes_by_backprop` (`Method`, registry `METHODS`); training: `make_task`, `fit`,
+  `subset_trainer` (a growing labelled subset, for active learning).
 * Uncertainty (Eq. 7.4): `predictive`, `SCORES`, calibration and detection metrics;
   active learning: `ACQUISITIONS`; adversarial examples: `fgsm`.
 """
@@ -25,7 +26,7 @@ from jaxthesis.bhn.objectives import (NOISE_SHARING, Likelihood, categorical_lik
 from jaxthesis.bhn.primary import (PrimaryNet, data_dependent_init, dense_mlp, unit_directions,
                                    weightnorm_cnn, weightnorm_conv, weightnorm_dense,
                                    weightnorm_mlp)
-from jaxthesis.bhn.train import TrainState, fit, make_task, steps_per_epoch
+from jaxthesis.bhn.train import TrainState, fit, make_task, steps_per_epoch, subset_trainer
 from jaxthesis.bhn.uncertainty import (SCORES, auroc, average_precision, bald, brier,
                                        detection_metrics, expected_calibration_error, mean_std,
                                        nll, predictive, predictive_entropy, reliability,

@@ -1,7 +1,8 @@
 """Training a `Method` with the shared engine: minibatch SGD on its loss, KL annealed.
 
 `make_task(method, ...)` returns an `engine.Task` (restarts vmapped, steps scanned by the
-`Runner`). Data is `{"x": [N, ...], "y": [N]}` (plus whatever `evaluate` reads); epoch e
+`Runner`); `subset_trainer(method, ...)` trains on a growing labelled subset with fixed
+shapes (active learning, one program for every round). Data is `{"x": [N, ...], "y": [N]}` (plus whatever `evaluate` reads); epoch e
 visits the examples in the order `permutation(fold_in(key, e))`; the KL weight of epoch e
 is `objectives.kl_annealing(e, num_epochs)` (w = min(1, 0.001 + e / (E / 2))). Adam with
 gradient-norm clipping, as in Section 7.4.
@@ -61,12 +62,8 @@ def make_task(method: Method, *, num_train: int, batch_size: int, num_epochs: in
   init_size = _check_positive("init_size", init_size)
   if batch_size > num_train:
     raise ValueError(f"batch_size must be <= num_train ({num_train}), got {batch_size}")
-  if not learning_rate > 0:
-    raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-  if not clip_norm > 0:
-    raise ValueError(f"clip_norm must be > 0, got {clip_norm!r}")
   spe = steps_per_epoch(num_train, batch_size)
-  optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+  optimizer = _optimizer(learning_rate, clip_norm)
 
   def init(key, hparams, data):
     del hparams
@@ -80,19 +77,83 @@ def make_task(method: Method, *, num_train: int, batch_size: int, num_epochs: in
     epoch = step // spe
     order = jax.random.permutation(jax.random.fold_in(state.data_key, epoch), num_train)
     idx = jax.lax.dynamic_slice(order, ((step % spe) * batch_size,), (batch_size,))
-    x, y = data["x"][idx], data["y"][idx]
     weight = kl_annealing(epoch, num_epochs) if anneal else jnp.ones(())
-    (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
-        state.params, key, x, y, weight, num_train)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return (state._replace(params=params, opt_state=opt_state),
-            {"loss": loss, "nll": aux["nll"], "kl": aux["kl"]}, {"kl_weight": weight})
+    params, opt_state, losses = _update(method, optimizer, state.params, state.opt_state, key,
+                                        data["x"][idx], data["y"][idx], weight, num_train)
+    return (state._replace(params=params, opt_state=opt_state), losses, {"kl_weight": weight})
 
   task_eval = None
   if evaluate is not None:
     task_eval = lambda state, hparams, data: evaluate(state.params, data)
   return engine.Task(init, step, task_eval)
+
+
+def _optimizer(learning_rate: float, clip_norm: float) -> optax.GradientTransformation:
+  """Adam after a global gradient-norm clip (Section 7.4), the arguments checked."""
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+  if not clip_norm > 0:
+    raise ValueError(f"clip_norm must be > 0, got {clip_norm!r}")
+  return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+
+
+def _update(method: Method, optimizer: optax.GradientTransformation, params: Params,
+            opt_state: Any, key: PRNGKey, x: Array, y: Array, kl_weight: Array,
+            num_train) -> tuple[Params, Any, dict[str, Array]]:
+  """One gradient step on `method.loss` of a minibatch: `(params, opt_state, losses)`."""
+  (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
+      params, key, x, y, kl_weight, num_train)
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  return (optax.apply_updates(params, updates), opt_state,
+          {"loss": loss, "nll": aux["nll"], "kl": aux["kl"]})
+
+
+def subset_trainer(method: Method, *, batch_size: int, num_epochs: int,
+                   learning_rate: float = 1e-3, clip_norm: float = 10.0,
+                   anneal: bool = True) -> Callable[..., tuple[Params, Array]]:
+  """Training on a variable-size labelled subset with fixed shapes (active learning).
+
+  Returns `train(params, key, x, y, indices, count) -> (params, mean loss of the last
+  epoch)`: `indices [L]` are positions into `x, y` whose first `count` (a traced int,
+  `1 <= count <= L`) are the labelled examples. It runs `num_epochs` epochs of
+  `ceil(count / batch_size)` steps (Adam with a fresh state, the KL weight annealed over
+  the epochs as in `make_task`, the ELBO's N = count); epoch e visits the labelled
+  examples in a random order drawn afresh each epoch, the last minibatch filled up
+  from the start of that order (so a labelled set smaller than a minibatch repeats).
+  Shapes do not depend on `count`: one compiled program serves every round, and the
+  function vmaps over runs with different subsets (`count` unbatched).
+  """
+  if not isinstance(method, Method):
+    raise TypeError(f"method must be a Method, got {type(method).__name__}")
+  batch_size = _check_positive("batch_size", batch_size)
+  num_epochs = _check_positive("num_epochs", num_epochs)
+  optimizer = _optimizer(learning_rate, clip_norm)
+
+  def train(params, key, x, y, indices, count):
+    count = jnp.asarray(count, jnp.int32)
+    spe = (count + batch_size - 1) // batch_size
+    size = indices.shape[0]
+    order_key, noise_key = jax.random.split(key)
+
+    def body(step, carry):
+      params, opt_state, last = carry
+      epoch = step // spe
+      draw = jax.random.uniform(jax.random.fold_in(order_key, epoch), (size,))
+      order = jnp.argsort(jnp.where(jnp.arange(size) < count, draw, 2.0))
+      pos = order[((step % spe) * batch_size + jnp.arange(batch_size)) % count]
+      idx = indices[pos]
+      weight = kl_annealing(epoch, num_epochs) if anneal else jnp.ones(())
+      params, opt_state, losses = _update(
+          method, optimizer, params, opt_state, jax.random.fold_in(noise_key, step),
+          x[idx], y[idx], weight, count.astype(jnp.float32))
+      last = jnp.where(epoch == num_epochs - 1, last + losses["loss"] / spe, last)
+      return params, opt_state, last
+
+    params, _, last = jax.lax.fori_loop(0, num_epochs * spe, body,
+                                        (params, optimizer.init(params), jnp.zeros(())))
+    return params, last
+
+  return train
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:

@@ -75,6 +75,30 @@ def test_training_task_fits_separable_data_and_anneals():
   np.testing.assert_array_equal(again.history.losses["loss"], losses)
 
 
+def test_subset_trainer_learns_from_the_labelled_prefix_only():
+  x, y = _blobs()
+  lik = bhn.categorical_likelihood()
+  method = bhn.mle(bhn.weightnorm_mlp(2, (8,), 2), lik)
+  # Positions past `count` point at poisoned examples: NaN inputs would make every
+  # parameter NaN if a single one were visited.
+  x = jnp.concatenate([x, jnp.full((8, 2), jnp.nan)])
+  y = jnp.concatenate([y, jnp.zeros(8, jnp.int32)])
+  indices = jnp.concatenate([jnp.arange(12), jnp.arange(64, 72)]).astype(jnp.int32)
+  train = jax.jit(bhn.subset_trainer(method, batch_size=16, num_epochs=30, learning_rate=1e-2))
+  params, last = train(method.init(KEY, x[:12]), KEY, x, y, indices, 12)  # 12 < batch size
+  assert all(np.all(np.isfinite(l)) for l in jax.tree_util.tree_leaves(params))
+  assert float(last) < 0.2
+  probs = bhn.sample_probabilities(method.sample_outputs(params, KEY, x[:64], 1))
+  assert float((bhn.predictive(probs).argmax(-1) == y[:64]).mean()) > 0.95
+  # A larger count of the same program uses more of the prefix (same shapes, no retrace).
+  params20, _ = train(method.init(KEY, x[:12]), KEY, x, y, jnp.arange(20, dtype=jnp.int32), 20)
+  assert all(np.all(np.isfinite(l)) for l in jax.tree_util.tree_leaves(params20))
+  with pytest.raises(ValueError, match="num_epochs"):
+    bhn.subset_trainer(method, batch_size=4, num_epochs=0)
+  with pytest.raises(ValueError, match="learning_rate"):
+    bhn.subset_trainer(method, batch_size=4, num_epochs=1, learning_rate=0.0)
+
+
 def test_fgsm_steps_along_the_sign_of_the_input_gradient():
   """For a linear softmax model the input gradient of the cross-entropy is W (p - e_y)."""
   lik = bhn.categorical_likelihood()
