@@ -63,13 +63,7 @@ def bhn(primary: PrimaryNet, hypernet: Hypernet, likelihood: Likelihood, *,
       theta (small: "limit the impact of noise at the beginning of training", 7.3.3).
     name: label (default "bhn-<hypernet>").
   """
-  if not isinstance(primary, PrimaryNet):
-    raise TypeError(f"primary must be a PrimaryNet, got {type(primary).__name__}")
-  if not isinstance(hypernet, Hypernet):
-    raise TypeError(f"hypernet must be a Hypernet, got {type(hypernet).__name__}")
-  if hypernet.num_dims != primary.num_random:
-    raise ValueError(f"hypernet generates {hypernet.num_dims} values, the primary net needs "
-                     f"{primary.num_random}")
+  objectives.check_model(primary, hypernet)
   _checks.check_scalar("prior_precision", prior_precision, positive=True)
   _check_num_samples(num_samples)
   _checks.check_choice("noise", noise, objectives.NOISE_SHARING)

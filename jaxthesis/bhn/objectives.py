@@ -18,13 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxthesis import _checks
+from jaxthesis import _checks, vi
 from jaxthesis.bhn.hypernets import Hypernet
 from jaxthesis.bhn.primary import PrimaryNet, check_inputs
 from jaxthesis.typing import Array, ArrayLike, Params, PRNGKey
 
 NOISE_SHARING = ("minibatch", "example")
 PROB_CLIP = (1e-3, 1.0 - 1e-3)
+_KL_START = 1e-3  # the KL weight at epoch 0
 
 
 class Likelihood(NamedTuple):
@@ -101,12 +102,16 @@ def kl_annealing(epoch: ArrayLike, num_epochs: int) -> Array:
   """The KL weight `w = min(1, 0.001 + epoch / (epochs / 2))` of the BHN experiments."""
   if not isinstance(num_epochs, (int, np.integer)) or num_epochs < 1:
     raise ValueError(f"num_epochs must be a positive int, got {num_epochs!r}")
-  return jnp.minimum(1.0, 1e-3 + jnp.asarray(epoch, jnp.float32) / (num_epochs / 2.0))
+  # `vi.linear_anneal` with start 0.001 reaching 1 at epoch 0.999 E / 2. Time is counted in
+  # thousandths of an epoch because linear_anneal returns 1 throughout when its ramp is
+  # shorter than one step, and for E <= 2 the ramp is shorter than one epoch.
+  ticks = 1000
+  return vi.linear_anneal(ticks * jnp.asarray(epoch, jnp.float32), ticks * int(num_epochs),
+                          _KL_START, (1.0 - _KL_START) / 2.0)
 
 
-def check_elbo_args(primary: PrimaryNet, hypernet: Hypernet, likelihood: Likelihood, x, y,
-                    num_train, prior_precision, num_samples, noise) -> None:
-  """The checks of `negative_elbo`, before tracing."""
+def check_model(primary: PrimaryNet, hypernet: Hypernet) -> None:
+  """A `PrimaryNet` and a `Hypernet` generating exactly its random vector, before tracing."""
   if not isinstance(primary, PrimaryNet):
     raise TypeError(f"primary must be a PrimaryNet, got {type(primary).__name__}")
   if not isinstance(hypernet, Hypernet):
@@ -114,6 +119,12 @@ def check_elbo_args(primary: PrimaryNet, hypernet: Hypernet, likelihood: Likelih
   if hypernet.num_dims != primary.num_random:
     raise ValueError(f"hypernet generates {hypernet.num_dims} values, the primary net needs "
                      f"{primary.num_random}")
+
+
+def check_elbo_args(primary: PrimaryNet, hypernet: Hypernet, likelihood: Likelihood, x, y,
+                    num_train, prior_precision, num_samples, noise) -> None:
+  """The checks of `negative_elbo`, before tracing."""
+  check_model(primary, hypernet)
   if not isinstance(likelihood, Likelihood):
     raise TypeError(f"likelihood must be a Likelihood, got {type(likelihood).__name__}")
   check_inputs(primary, x)

@@ -6,8 +6,10 @@ A method spec is a string: "mle", "dropout", "mc-dropout", "bbb", or a hypernet
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -15,6 +17,8 @@ from jaxthesis.experiments import _config
 
 BASELINES = ("mle", "dropout", "mc-dropout", "bbb")
 HYPERNET_NAMES = ("gaussian", "realnvp", "iaf", "dsf")
+DATA_SOURCES = ("auto", "builtin", "tfds")
+HYPERNETS_HELP = "comma-separated <hypernet>:<K>, e.g. realnvp:8,iaf:8,gaussian:0"
 
 
 def parse_spec(spec: str) -> tuple[str, int]:
@@ -39,6 +43,58 @@ def check_specs(config: Any, field: str) -> None:
       raise _config.UsageError(f"config.{field}: {e}", field) from None
   if len(set(value)) != len(value):
     _config.fail(field, "distinct method specs", value)
+
+
+def check_mnist_config(config: Any, *, specs: str = "methods", positive: Sequence[str] = (),
+                       nonnegative: Sequence[str] = ("train_size", "test_size"),
+                       rates: Sequence[str] = ("learning_rate", "prior_precision")) -> None:
+  """The checks every MNIST study's Config shares (each error names `config.<field>`).
+
+  `seed >= 0`, `data` a source, `data_dir` an existing folder or None, `specs` the field
+  of method specs, integers >= 1 in `positive`, >= 0 in `nonnegative`, numbers > 0 in
+  `rates`.
+  """
+  _config.integer(config, "seed", 0)
+  _config.one_of(config, "data", DATA_SOURCES)
+  _config.directory(config, "data_dir")
+  check_specs(config, specs)
+  for field in positive:
+    _config.integer(config, field, 1)
+  for field in nonnegative:
+    _config.integer(config, field, 0)
+  for field in rates:
+    _config.number(config, field, 0.0, strict=True)
+
+
+def results(experiment: str, data: str, config: Any, metrics: dict, clock, arrays: dict,
+            reference: dict) -> dict[str, Any]:
+  """The results dict of a chapter-7 study (`_results.SHARED_KEYS` plus "arrays");
+  `clock` the study's `_results.Stopwatch`, read last."""
+  return {"experiment": f"bhn/{experiment}", "data": data, "config": config,
+          "metrics": metrics, "reference": reference, "wall_seconds": clock(),
+          "arrays": arrays}
+
+
+def checkpoint_path(checkpoint_dir: Optional[str], spec: str, *parts: str) -> Optional[str]:
+  """`checkpoint_dir/<spec with ':' as '-'>/<parts>`, or None without a checkpoint_dir."""
+  if checkpoint_dir is None:
+    return None
+  return os.path.join(checkpoint_dir, spec.replace(":", "-"), *parts)
+
+
+def add_specs_argument(parser, flag: str = "--methods", dest: str = "methods",
+                       help: str = "comma-separated: mle, dropout, mc-dropout, bbb, "
+                                   "<hypernet>:<K>") -> None:
+  """The comma-separated method-spec option (checked by the Config, `check_specs`)."""
+  parser.add_argument(flag, dest=dest, default=None, help=help,
+                      type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()))
+
+
+def load_config_mnist(config: Any):
+  """`load_flat_mnist` with a Config's data, data_dir, train_size and test_size (0 where
+  the Config has no test_size)."""
+  return load_flat_mnist(config.data, config.data_dir, train_size=config.train_size,
+                         test_size=getattr(config, "test_size", 0))
 
 
 def spec_label(spec: str) -> str:
@@ -160,3 +216,17 @@ def train_classifier(spec: str, key, x, y, *, hidden: tuple, num_epochs: int, ba
                    learning_rate=learning_rate, progress=progress, description=spec,
                    checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)
   return method, result.state.params, result
+
+
+def train_from_config(spec: str, key, x, y, config: Any, *, progress: bool,
+                      checkpoint_dir: Optional[str], **overrides: Any):
+  """`train_classifier` with the settings of a study's Config: two hidden layers of
+  `config.hidden` units, its epochs, batch size, learning rate, prior precision and
+  hypernet width, the Config as the checkpoints' fingerprint; `overrides` win."""
+  kwargs = dict(hidden=(config.hidden,) * 2, num_epochs=config.num_epochs,
+                batch_size=config.batch_size, learning_rate=config.learning_rate,
+                prior_precision=config.prior_precision, hypernet_hidden=config.hypernet_hidden,
+                progress=progress, checkpoint_dir=checkpoint_dir,
+                fingerprint=dataclasses.asdict(config))
+  kwargs.update(overrides)
+  return train_classifier(spec, key, x, y, **kwargs)

@@ -9,7 +9,6 @@ correct vs misclassified adversarial inputs.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional
 
 import numpy as np
@@ -44,18 +43,10 @@ class Config:
   test_size: int = 1000
 
   def __post_init__(self):
-    _config.integer(self, "seed", 0)
-    _config.one_of(self, "data", ("auto", "builtin", "tfds"))
-    _config.directory(self, "data_dir")
-    _common.check_specs(self, "methods")
+    _common.check_mnist_config(self, positive=(
+        "attack_samples", "hidden", "num_epochs", "batch_size", "num_eval_samples",
+        "hypernet_hidden"))
     _config.numbers(self, "epsilons", 0.0, 1.0)
-    for field in ("attack_samples", "hidden", "num_epochs", "batch_size", "num_eval_samples",
-                  "hypernet_hidden"):
-      _config.integer(self, field, 1)
-    for field in ("train_size", "test_size"):
-      _config.integer(self, field, 0)
-    for field in ("learning_rate", "prior_precision"):
-      _config.number(self, field, 0.0, strict=True)
 
 
 def get_config(quick: bool = False, **overrides: Any) -> Config:
@@ -68,8 +59,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 def add_arguments(p) -> None:
   _cli.add_data_args(p)
-  p.add_argument("--methods", dest="methods", default=None,
-                 type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()))
+  _common.add_specs_argument(p)
   p.add_argument("--epsilons", dest="epsilons", default=None,
                  type=lambda s: tuple(float(x) for x in s.split(",") if x.strip()))
   p.add_argument("--attack-samples", dest="attack_samples", default=None,
@@ -85,20 +75,15 @@ def run(config: Config, *, progress: bool = True,
   from jaxthesis import bhn
 
   clock = _results.Stopwatch()
-  x_tr, y_tr, x_te, y_te, description = _common.load_flat_mnist(config.data, config.data_dir,
-      train_size=config.train_size, test_size=config.test_size)
+  x_tr, y_tr, x_te, y_te, description = _common.load_config_mnist(config)
   key = jax.random.PRNGKey(config.seed)
   eps = jnp.asarray(config.epsilons, jnp.float32)
   metrics, arrays = {}, {"epsilons": np.asarray(config.epsilons)}
   for i, spec in enumerate(config.methods):
     _common.log(f"[bhn adversarial] training {spec}", progress)
-    method, params, _ = _common.train_classifier(
-        spec, jax.random.fold_in(key, i), x_tr, y_tr, hidden=(config.hidden,) * 2,
-        num_epochs=config.num_epochs, batch_size=config.batch_size,
-        learning_rate=config.learning_rate, prior_precision=config.prior_precision,
-        hypernet_hidden=config.hypernet_hidden, progress=progress,
-        checkpoint_dir=None if checkpoint_dir is None else os.path.join(checkpoint_dir, spec.replace(":", "-")),
-        fingerprint=dataclasses.asdict(config))
+    method, params, _ = _common.train_from_config(
+        spec, jax.random.fold_in(key, i), x_tr, y_tr, config, progress=progress,
+        checkpoint_dir=_common.checkpoint_path(checkpoint_dir, spec))
     p0 = _common.restart(params, 0)
     attack = jax.jit(jax.vmap(lambda e, k: bhn.fgsm(method, p0, k, x_te, y_te, e,
                                                     num_samples=config.attack_samples)))
@@ -134,10 +119,9 @@ def run(config: Config, *, progress: bool = True,
       arrays[f"error_{i}_{name}"] = np.array(
           [np.nan if e["auroc_error_detection"][name] is None else e["auroc_error_detection"][name]
            for e in per_eps])
-  return {"experiment": "bhn/adversarial",
-          "data": f"{description}; used {len(y_tr)} train / {len(y_te)} attacked test digits",
-          "config": config, "metrics": metrics, "reference": REFERENCE,
-          "wall_seconds": clock(), "arrays": arrays}
+  return _common.results(
+      "adversarial", f"{description}; used {len(y_tr)} train / {len(y_te)} attacked test digits",
+      config, metrics, clock, arrays, REFERENCE)
 
 
 save = _results.save

@@ -10,7 +10,6 @@ without digit k, its test digits are the anomalies.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional
 
 import numpy as np
@@ -55,21 +54,13 @@ class Config:
   test_size: int = 0
 
   def __post_init__(self):
-    _config.integer(self, "seed", 0)
-    _config.one_of(self, "data", ("auto", "builtin", "tfds"))
-    _config.directory(self, "data_dir")
-    _common.check_specs(self, "methods")
+    _common.check_mnist_config(self, positive=(
+        "hidden", "num_epochs", "batch_size", "num_eval_samples", "hypernet_hidden"))
     _config.names(self, "ood_sets", _ood.OOD_SETS, allow_empty=True)
     if self.heldout_classes:
       _config.numbers(self, "heldout_classes", 0, 9, integers=True)
     if not self.ood_sets and not self.heldout_classes:
       _config.fail("ood_sets", "non-empty when heldout_classes is empty", self.ood_sets)
-    for field in ("hidden", "num_epochs", "batch_size", "num_eval_samples", "hypernet_hidden"):
-      _config.integer(self, field, 1)
-    for field in ("train_size", "test_size"):
-      _config.integer(self, field, 0)
-    for field in ("learning_rate", "prior_precision"):
-      _config.number(self, field, 0.0, strict=True)
 
 
 def get_config(quick: bool = False, **overrides: Any) -> Config:
@@ -82,8 +73,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 def add_arguments(p) -> None:
   _cli.add_data_args(p)
-  p.add_argument("--methods", dest="methods", default=None,
-                 type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()))
+  _common.add_specs_argument(p)
   p.add_argument("--ood-sets", dest="ood_sets", default=None,
                  type=_cli.name_list("--ood-sets", _ood.OOD_SETS))
   p.add_argument("--heldout-classes", dest="heldout_classes", default=None,
@@ -111,24 +101,18 @@ def run(config: Config, *, progress: bool = True,
 
   _ood.check_available(config.ood_sets)
   clock = _results.Stopwatch()
-  x_tr, y_tr, x_te, y_te, description = _common.load_flat_mnist(config.data, config.data_dir,
-      train_size=config.train_size, test_size=config.test_size)
+  x_tr, y_tr, x_te, y_te, description = _common.load_config_mnist(config)
   ood = {name: _ood.load(name, len(y_te), config.seed + 17 * i)
          for i, name in enumerate(config.ood_sets)}
   key = jax.random.PRNGKey(config.seed)
-  train_kw = dict(hidden=(config.hidden,) * 2, num_epochs=config.num_epochs,
-                  batch_size=config.batch_size, learning_rate=config.learning_rate,
-                  prior_precision=config.prior_precision, hypernet_hidden=config.hypernet_hidden,
-                  progress=progress, fingerprint=dataclasses.asdict(config))
-  ckpt = lambda *parts: None if checkpoint_dir is None else os.path.join(checkpoint_dir, *parts)
   metrics: dict[str, Any] = {"ood": {}, "heldout": {}}
   arrays = {}
   for i, spec in enumerate(config.methods):
     if config.ood_sets:
       _common.log(f"[bhn anomaly] {spec}: OOD sets", progress)
-      method, params, _ = _common.train_classifier(
-          spec, jax.random.fold_in(key, i), x_tr, y_tr, checkpoint_dir=ckpt(spec.replace(":", "-")),
-          **train_kw)
+      method, params, _ = _common.train_from_config(
+          spec, jax.random.fold_in(key, i), x_tr, y_tr, config, progress=progress,
+          checkpoint_dir=_common.checkpoint_path(checkpoint_dir, spec))
       eval_key = jax.random.fold_in(key, 100 + i)
       in_probs = _common.sample_probs(method, params, eval_key, x_te, config.num_eval_samples)[0]
       in_scores = _scores(in_probs)
@@ -144,21 +128,20 @@ def run(config: Config, *, progress: bool = True,
       _common.log(f"[bhn anomaly] {spec}: training without digit {k}", progress)
       keep = y_tr != k
       # Labels stay 0..9 (class k unseen), so every model has 10 outputs.
-      method, params, _ = _common.train_classifier(
-          spec, jax.random.fold_in(key, 1000 * (k + 1) + i), x_tr[keep], y_tr[keep],
-          checkpoint_dir=ckpt(spec.replace(":", "-"), f"without-{k}"), **{**train_kw})
+      method, params, _ = _common.train_from_config(
+          spec, jax.random.fold_in(key, 1000 * (k + 1) + i), x_tr[keep], y_tr[keep], config,
+          progress=progress, checkpoint_dir=_common.checkpoint_path(checkpoint_dir, spec,
+                                                                    f"without-{k}"))
       probs = _common.sample_probs(method, params, jax.random.fold_in(key, 7 + k), x_te,
                                    config.num_eval_samples)[0]
       scores = _scores(probs)
       is_k = y_te == k
       metrics["heldout"].setdefault(spec, {})[str(k)] = _detect(
           {n: s[~is_k] for n, s in scores.items()}, {n: s[is_k] for n, s in scores.items()})
-  return {"experiment": "bhn/anomaly",
-          "data": (f"{description}; used {len(y_tr)} train / {len(y_te)} test; OOD sets: "
-                   f"{', '.join(config.ood_sets) or 'none'} ({len(y_te)} images each); "
-                   f"held-out digits: {', '.join(map(str, config.heldout_classes)) or 'none'}"),
-          "config": config, "metrics": metrics, "reference": REFERENCE,
-          "wall_seconds": clock(), "arrays": arrays}
+  data = (f"{description}; used {len(y_tr)} train / {len(y_te)} test; OOD sets: "
+          f"{', '.join(config.ood_sets) or 'none'} ({len(y_te)} images each); "
+          f"held-out digits: {', '.join(map(str, config.heldout_classes)) or 'none'}")
+  return _common.results("anomaly", data, config, metrics, clock, arrays, REFERENCE)
 
 
 save = _results.save

@@ -9,7 +9,6 @@ parameters are independent, so about 5 % of its p-values fall below 0.05 by chan
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional
 
 import numpy as np
@@ -42,19 +41,12 @@ class Config:
   train_size: int = 0
 
   def __post_init__(self):
-    _config.integer(self, "seed", 0)
-    _config.one_of(self, "data", ("auto", "builtin", "tfds"))
-    _config.directory(self, "data_dir")
-    _common.check_specs(self, "hypernets")
+    _common.check_mnist_config(self, specs="hypernets", positive=(
+        "hidden", "num_epochs", "batch_size", "hypernet_hidden"), nonnegative=("train_size",))
     if any(s in _common.BASELINES for s in self.hypernets):
       _config.fail("hypernets", "hypernet specs <name>:<K> (no baselines)", self.hypernets)
-    for field in ("hidden", "num_epochs", "batch_size", "hypernet_hidden"):
-      _config.integer(self, field, 1)
     _config.integer(self, "num_params", 2)
     _config.integer(self, "num_posterior_samples", 3)
-    _config.integer(self, "train_size", 0)
-    for field in ("learning_rate", "prior_precision"):
-      _config.number(self, field, 0.0, strict=True)
 
 
 def get_config(quick: bool = False, **overrides: Any) -> Config:
@@ -67,8 +59,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 def add_arguments(p) -> None:
   _cli.add_data_args(p)
-  p.add_argument("--hypernets", dest="hypernets", default=None,
-                 type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()))
+  _common.add_specs_argument(p, "--hypernets", "hypernets", help=_common.HYPERNETS_HELP)
   p.add_argument("--epochs", dest="num_epochs", default=None, type=_cli.positive_int("--epochs"))
   p.add_argument("--num-params", dest="num_params", default=None,
                  type=_cli.positive_int("--num-params"))
@@ -94,19 +85,14 @@ def run(config: Config, *, progress: bool = True,
   import jax
 
   clock = _results.Stopwatch()
-  x_tr, y_tr, _, _, description = _common.load_flat_mnist(config.data, config.data_dir,
-      train_size=config.train_size)
+  x_tr, y_tr, _, _, description = _common.load_config_mnist(config)
   key = jax.random.PRNGKey(config.seed)
   metrics, arrays = {}, {}
   for i, spec in enumerate(config.hypernets):
     _common.log(f"[bhn correlations] training {spec}", progress)
-    method, params, _ = _common.train_classifier(
-        spec, jax.random.fold_in(key, i), x_tr, y_tr, hidden=(config.hidden,) * 2,
-        num_epochs=config.num_epochs, batch_size=config.batch_size,
-        learning_rate=config.learning_rate, prior_precision=config.prior_precision,
-        hypernet_hidden=config.hypernet_hidden, progress=progress,
-        checkpoint_dir=None if checkpoint_dir is None else os.path.join(checkpoint_dir, spec.replace(":", "-")),
-        fingerprint=dataclasses.asdict(config))
+    method, params, _ = _common.train_from_config(
+        spec, jax.random.fold_in(key, i), x_tr, y_tr, config, progress=progress,
+        checkpoint_dir=_common.checkpoint_path(checkpoint_dir, spec))
     hypernet_dims = method.primary.num_random
     theta = np.asarray(jax.jit(method.sample_theta, static_argnums=2)(
         _common.restart(params, 0), jax.random.fold_in(key, 77 + i), config.num_posterior_samples))
@@ -119,10 +105,8 @@ def run(config: Config, *, progress: bool = True,
                          np.corrcoef(theta[:, picked], rowvar=False)[np.triu_indices(len(picked), 1)])))}
     arrays[f"p_values_{i}"] = p
     arrays[f"samples_{i}"] = theta[:500, picked[:5]]
-  return {"experiment": "bhn/correlations",
-          "data": f"{description}; used {len(y_tr)} training digits",
-          "config": config, "metrics": metrics, "reference": REFERENCE,
-          "wall_seconds": clock(), "arrays": arrays}
+  return _common.results("correlations", f"{description}; used {len(y_tr)} training digits",
+                         config, metrics, clock, arrays, REFERENCE)
 
 
 save = _results.save

@@ -10,7 +10,6 @@ MC predictive, which the thesis does not report.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional
 
 import numpy as np
@@ -52,17 +51,9 @@ class Config:
   test_size: int = 0    # 0: every test example
 
   def __post_init__(self):
-    _config.integer(self, "seed", 0)
-    _config.one_of(self, "data", ("auto", "builtin", "tfds"))
-    _config.directory(self, "data_dir")
-    _common.check_specs(self, "methods")
-    for field in ("hidden", "num_trials", "num_epochs", "batch_size", "num_samples",
-                  "num_eval_samples", "hypernet_hidden"):
-      _config.integer(self, field, 1)
-    for field in ("train_size", "test_size"):
-      _config.integer(self, field, 0)
-    for field in ("learning_rate", "prior_precision"):
-      _config.number(self, field, 0.0, strict=True)
+    _common.check_mnist_config(self, positive=(
+        "hidden", "num_trials", "num_epochs", "batch_size", "num_samples", "num_eval_samples",
+        "hypernet_hidden"))
 
 
 def get_config(quick: bool = False, **overrides: Any) -> Config:
@@ -75,9 +66,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 def add_arguments(p) -> None:
   _cli.add_data_args(p)
-  p.add_argument("--methods", dest="methods", default=None,
-                 type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()),
-                 help="comma-separated: mle, dropout, mc-dropout, bbb, <hypernet>:<K>")
+  _common.add_specs_argument(p)
   p.add_argument("--hidden", dest="hidden", default=None, type=_cli.positive_int("--hidden"),
                  help="units per hidden layer (800 or 1200 in Table 7.I)")
   p.add_argument("--trials", dest="num_trials", default=None, type=_cli.positive_int("--trials"))
@@ -91,21 +80,16 @@ def run(config: Config, *, progress: bool = True,
   import jax
 
   clock = _results.Stopwatch()
-  x_tr, y_tr, x_te, y_te, description = _common.load_flat_mnist(config.data, config.data_dir,
-      train_size=config.train_size, test_size=config.test_size)
+  x_tr, y_tr, x_te, y_te, description = _common.load_config_mnist(config)
   key = jax.random.PRNGKey(config.seed)
   metrics, arrays = {}, {}
   for i, spec in enumerate(config.methods):
     _common.log(f"[bhn mnist] {spec}: {config.num_trials} trials x {config.num_epochs} epochs",
                 progress)
-    method, params, result = _common.train_classifier(
-        spec, jax.random.fold_in(key, i), x_tr, y_tr, hidden=(config.hidden,) * 2,
-        num_epochs=config.num_epochs, batch_size=config.batch_size,
-        num_trials=config.num_trials, learning_rate=config.learning_rate,
-        num_samples=config.num_samples, prior_precision=config.prior_precision,
-        hypernet_hidden=config.hypernet_hidden, progress=progress,
-        checkpoint_dir=None if checkpoint_dir is None else os.path.join(checkpoint_dir, spec.replace(":", "-")),
-        fingerprint=dataclasses.asdict(config))
+    method, params, result = _common.train_from_config(
+        spec, jax.random.fold_in(key, i), x_tr, y_tr, config, progress=progress,
+        checkpoint_dir=_common.checkpoint_path(checkpoint_dir, spec),
+        num_trials=config.num_trials, num_samples=config.num_samples)
     probs = _common.sample_probs(method, params, jax.random.fold_in(key, 1000 + i), x_te,
                                  config.num_eval_samples)
     per_trial = [_common.classification_metrics(p, y_te) for p in probs]
@@ -116,10 +100,8 @@ def run(config: Config, *, progress: bool = True,
     metrics[spec]["per_trial_accuracy"] = acc.tolist()
     metrics[spec]["final_loss"] = float(np.nanmean(result.history.losses["loss"][:, -1]))
     arrays[f"accuracy_{i}"] = acc
-  return {"experiment": "bhn/mnist",
-          "data": f"{description}; used {len(y_tr)} train / {len(y_te)} test",
-          "config": config, "metrics": metrics, "reference": REFERENCE,
-          "wall_seconds": clock(), "arrays": arrays}
+  return _common.results("mnist", f"{description}; used {len(y_tr)} train / {len(y_te)} test",
+                         config, metrics, clock, arrays, REFERENCE)
 
 
 save = _results.save

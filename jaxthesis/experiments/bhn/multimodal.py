@@ -59,9 +59,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 
 
 def add_arguments(p) -> None:
-  p.add_argument("--hypernets", dest="hypernets", default=None,
-                 type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()),
-                 help="comma-separated <hypernet>:<K>, e.g. realnvp:8,iaf:8,gaussian:0")
+  _common.add_specs_argument(p, "--hypernets", "hypernets", help=_common.HYPERNETS_HELP)
   p.add_argument("--epochs", dest="num_epochs", default=None, type=_cli.positive_int("--epochs"))
   p.add_argument("--samples", dest="num_samples", default=None,
                  type=_cli.positive_int("--samples"))
