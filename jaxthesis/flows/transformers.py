@@ -262,11 +262,17 @@ def _squeeze_bound(delta: float) -> float:
 
 
 class _Tail(NamedTuple):
-  """The tail slope `eps` of one point and `1 - eps`, both also as logs (each [...])."""
+  """The tail slope `eps` of one point and `1 - eps`, both also as logs (each [...]).
+
+  `d_slope` is `d eps / dt` and `sig` is `sigmoid(t + offset)`, which the DSF's closed-form
+  derivative uses (`d log(1 - eps) / dt = -sig`).
+  """
   slope: Array
   keep: Array
   log_slope: Array
   log_keep: Array
+  d_slope: Array
+  sig: Array
 
 
 class _TailConfig(NamedTuple):
@@ -288,12 +294,22 @@ def _tail_config(tail_slope_init: float, min_tail_slope: float, delta: float) ->
 
 
 def _tail(raw: Array, config: _TailConfig) -> _Tail:
-  """`eps` and `1 - eps = (1 - eps_min) sigmoid(-(t + offset))` in log space (no cancellation)."""
+  """`eps = m + (1 - m) sigmoid(s)` and `1 - eps = (1 - m) sigmoid(-s)`, `s = t + offset`.
+
+  Both sigmoids come from one `exp(-|s|)`, and `log sigmoid(-s) = -softplus(s)` from one
+  `log1p`; `1 - eps` is formed as a product (no cancellation), `eps >= m` needs no care, so
+  `log eps` is one `log`: three transcendentals per point in all.
+  """
   s = raw + config.offset
-  log_scale = math.log1p(-config.min_slope)
-  log_keep = log_scale + jax.nn.log_sigmoid(-s)
-  log_slope = jnp.logaddexp(math.log(config.min_slope), log_scale + jax.nn.log_sigmoid(s))
-  return _Tail(jnp.exp(log_slope), jnp.exp(log_keep), log_slope, log_keep)
+  scale = 1.0 - config.min_slope
+  e = jnp.exp(-jnp.abs(s))
+  inv = 1.0 / (1.0 + e)
+  positive = s >= 0
+  sig = jnp.where(positive, inv, e * inv)
+  sig_neg = jnp.where(positive, e * inv, inv)
+  slope = config.min_slope + scale * sig
+  log_keep = math.log(scale) - (jnp.maximum(s, 0.0) + jnp.log1p(e))
+  return _Tail(slope, scale * sig_neg, jnp.log(slope), log_keep, scale * (e * inv * inv), sig)
 
 
 def _linear_tail(bounded: Array, log_det_bounded: Array, x: Array, tail: _Tail
@@ -413,17 +429,24 @@ def iaf_gate_transformer(gate_bias: float = 3.0, min_gate: float = 1e-3) -> Tran
 class _DSFJacobian(NamedTuple):
   """Derivatives of the DSF outputs `(y, log dy/dx)` at one point.
 
-  `y_pseudo`, `log_det_pseudo` [..., 3d] are the gradients with respect to the
-  pseudo-parameters; `y_x`, `log_det_x` [...] the partials with respect to x.
+  `y_pseudo`, `log_det_pseudo` [..., 3d] are the gradients with respect to the sigmoid
+  units' pseudo-parameters; `y_x`, `log_det_x` [...] the partials with respect to x;
+  `y_tail`, `log_det_tail` [...] those with respect to the linear tail's `t` (None
+  without a tail). The tail's column is kept apart (not concatenated): the tangent's
+  slices are contracted separately, which XLA fuses without a copy of the [..., 3d + 1]
+  arrays.
   """
   y_pseudo: Array
   log_det_pseudo: Array
   y_x: Array
   log_det_x: Array
+  y_tail: Optional[Array] = None
+  log_det_tail: Optional[Array] = None
 
 
 def _dsf_value_and_jacobian(pseudo: Array, x: Array, hidden_units: int, delta: float,
-                            min_slope: float, with_jacobian: bool = True
+                            min_slope: float, with_jacobian: bool = True,
+                            tail_config: Optional[_TailConfig] = None
                             ) -> tuple[tuple[Array, Array], Optional[_DSFJacobian]]:
   """The DSF map of Eq. 9.8, its log-derivative, and their first derivatives.
 
@@ -444,13 +467,21 @@ def _dsf_value_and_jacobian(pseudo: Array, x: Array, hidden_units: int, delta: f
   `da_j = sigmoid(u_j) du_j`; then `dy = (1 - delta) (1/p' + 1/q') dp` and
   `d log dy/dx = (1 - delta) (1/q' - 1/p') dp + d log G`.
 
+  With `tail_config` the linear tail is applied here too (`y_t = k S + eps x` with
+  `k = 1 - eps`, `L = log(k S' + eps)`, see `_tail`), so that its derivatives join the
+  closed form instead of being autodiffed through a slice of `pseudo`: with the share
+  `rho = k S' / (k S' + eps)` of the bounded map in the derivative, `dy_t = k dS +
+  (x - S) d eps + eps dx` and `dL = rho (d log S' - sig dt) + (1 - rho) d eps / eps`.
+
   Args:
-    pseudo: `(a_raw [d], b [d], w_logits [d])` along the last axis, [..., 3d].
+    pseudo: `(a_raw [d], b [d], w_logits [d])` along the last axis, [..., 3d], and the
+      tail's `t` last ([..., 3d + 1]) with `tail_config`.
     x: inputs [...].
     hidden_units: d.
     delta: squeeze.
     min_slope: lower bound of the slopes a.
     with_jacobian: whether to form the derivatives (else None is returned for them).
+    tail_config: the linear tail's settings, or None for the thesis's bounded map.
 
   Returns:
     `((y, log_det), jacobian)`.
@@ -458,7 +489,7 @@ def _dsf_value_and_jacobian(pseudo: Array, x: Array, hidden_units: int, delta: f
   d = hidden_units
   keep, half = 1.0 - delta, delta / 2
   u = pseudo[..., :d] + _inverse_softplus(1.0 - min_slope)
-  b, logits = pseudo[..., d:2 * d], pseudo[..., 2 * d:]
+  b, logits = pseudo[..., d:2 * d], pseudo[..., 2 * d:3 * d]
   exp_neg_abs_u = jnp.exp(-jnp.abs(u))
   a = jnp.maximum(u, 0.0) + jnp.log1p(exp_neg_abs_u) + min_slope
   da_du = jnp.where(u >= 0, 1.0, exp_neg_abs_u) / (1.0 + exp_neg_abs_u)  # sigmoid(u)
@@ -491,6 +522,15 @@ def _dsf_value_and_jacobian(pseudo: Array, x: Array, hidden_units: int, delta: f
   terms_sum = terms.sum(axis=-1)
   log_g = shift - logits_max - jnp.log(w_sum) + jnp.log(terms_sum)
   log_det = math.log(keep) - jnp.log(p_sq * q_sq) + log_g
+  if tail_config is not None:
+    tail = _tail(pseudo[..., 3 * d], tail_config)
+    bounded, log_slope_bounded = y, log_det
+    y = tail.keep * bounded + tail.slope * x
+    # L = logaddexp(A, C) with A = log k + log S', C = log eps, and rho = sigmoid(A - C).
+    a_term = tail.log_keep + log_slope_bounded
+    gap = a_term - tail.log_slope
+    r = jnp.exp(-jnp.abs(gap))
+    log_det = jnp.maximum(a_term, tail.log_slope) + jnp.log1p(r)
   if not with_jacobian:
     return (y, log_det), None
 
@@ -506,17 +546,33 @@ def _dsf_value_and_jacobian(pseudo: Array, x: Array, hidden_units: int, delta: f
   g_da = terms_over_a * resp_scale + x_ * g_dz
   # Stacked on a new axis, which has the [..., 3d] layout of concatenating along the last
   # one; XLA's CPU backend ran the stacked form a little faster.
-  p_pseudo = jnp.stack([x_ * p_dz * da_du, p_dz, p_dl], axis=-2).reshape(pseudo.shape)
-  g_pseudo = jnp.stack([g_da * da_du, g_dz, g_dl], axis=-2).reshape(pseudo.shape)
+  shape = pseudo.shape[:-1] + (3 * d,)
+  p_pseudo = jnp.stack([x_ * p_dz * da_du, p_dz, p_dl], axis=-2).reshape(shape)
+  g_pseudo = jnp.stack([g_da * da_du, g_dz, g_dl], axis=-2).reshape(shape)
   y_dp, log_det_dp = keep / p_sq + keep / q_sq, keep / q_sq - keep / p_sq
   p_x, g_x = jnp.sum(a * p_dz, axis=-1), jnp.sum(a * g_dz, axis=-1)
-  jacobian = _DSFJacobian(y_pseudo=y_dp[..., None] * p_pseudo,
-                          log_det_pseudo=log_det_dp[..., None] * p_pseudo + g_pseudo,
-                          y_x=y_dp * p_x, log_det_x=log_det_dp * p_x + g_x)
+  if tail_config is None:
+    return (y, log_det), _DSFJacobian(
+        y_pseudo=y_dp[..., None] * p_pseudo,
+        log_det_pseudo=log_det_dp[..., None] * p_pseudo + g_pseudo,
+        y_x=y_dp * p_x, log_det_x=log_det_dp * p_x + g_x)
+  # The bounded map's per-point factors scale by k (value) and rho (log-derivative); the
+  # tail's column is appended (see the docstring).
+  inv_r = 1.0 / (1.0 + r)
+  rho = jnp.where(gap >= 0, inv_r, r * inv_r)
+  y_dp_t, log_det_dp_t = tail.keep * y_dp, rho * log_det_dp
+  y_tail = (x - bounded) * tail.d_slope
+  log_det_tail = -rho * tail.sig + (1.0 - rho) * tail.d_slope / tail.slope
+  jacobian = _DSFJacobian(
+      y_pseudo=y_dp_t[..., None] * p_pseudo,
+      log_det_pseudo=log_det_dp_t[..., None] * p_pseudo + rho[..., None] * g_pseudo,
+      y_x=y_dp_t * p_x + tail.slope, log_det_x=rho * (log_det_dp * p_x + g_x),
+      y_tail=y_tail, log_det_tail=log_det_tail)
   return (y, log_det), jacobian
 
 
-def _dsf_map(hidden_units: int, delta: float, min_slope: float
+def _dsf_map(hidden_units: int, delta: float, min_slope: float,
+             tail_config: Optional[_TailConfig] = None
              ) -> Callable[[Array, Array], tuple[Array, Array]]:
   """`(pseudo, x) -> (y, log dy/dx)` of the DSF, differentiated by its closed-form JVP.
 
@@ -529,15 +585,20 @@ def _dsf_map(hidden_units: int, delta: float, min_slope: float
   @jax.custom_jvp
   def value_and_log_det(pseudo, x):
     return _dsf_value_and_jacobian(pseudo, x, hidden_units, delta, min_slope,
-                                   with_jacobian=False)[0]
+                                   with_jacobian=False, tail_config=tail_config)[0]
 
   def jvp(primals, tangents):
-    (y, log_det), jac = _dsf_value_and_jacobian(*primals, hidden_units, delta, min_slope)
+    (y, log_det), jac = _dsf_value_and_jacobian(*primals, hidden_units, delta, min_slope,
+                                                tail_config=tail_config)
     dpseudo, dx = tangents
     dy, dlog_det = jnp.zeros_like(y), jnp.zeros_like(log_det)
     if not isinstance(dpseudo, SymbolicZero):
-      dy = dy + jnp.sum(jac.y_pseudo * dpseudo, axis=-1)
-      dlog_det = dlog_det + jnp.sum(jac.log_det_pseudo * dpseudo, axis=-1)
+      units = dpseudo[..., :3 * hidden_units]
+      dy = dy + jnp.sum(jac.y_pseudo * units, axis=-1)
+      dlog_det = dlog_det + jnp.sum(jac.log_det_pseudo * units, axis=-1)
+      if jac.y_tail is not None:
+        dt = dpseudo[..., 3 * hidden_units]
+        dy, dlog_det = dy + jac.y_tail * dt, dlog_det + jac.log_det_tail * dt
     if not isinstance(dx, SymbolicZero):
       dy, dlog_det = dy + jac.y_x * dx, dlog_det + jac.log_det_x * dx
     return (y, log_det), (dy, dlog_det)
@@ -597,14 +658,11 @@ def dsf_transformer(hidden_units: int = 16, *, surjective: bool = True,
   _check_steps("num_bisection_steps", num_bisection_steps)
   d = int(hidden_units)
   tail_config = _tail_config(tail_slope_init, min_tail_slope, delta) if surjective else None
-  value_and_log_det = _dsf_map(d, delta, min_slope)
+  value_and_log_det = _dsf_map(d, delta, min_slope, tail_config)
 
   def forward_and_log_det(params, pseudo, x):
     del params
-    if not surjective:
-      return value_and_log_det(pseudo, x)
-    bounded, log_det = value_and_log_det(pseudo[..., :3 * d], x)
-    return _linear_tail(bounded, log_det, x, _tail(pseudo[..., 3 * d], tail_config))
+    return value_and_log_det(pseudo, x)
 
   def solve(params, pseudo, y):
     fn = lambda x: forward_and_log_det(params, pseudo, x)[0]
