@@ -12,6 +12,7 @@ from jaxthesis.experiments.memorization import rex_onset
     (dict(methods=()), "methods"),
     (dict(onset_fraction=0.0), "onset_fraction"),
     (dict(onset_fraction=1.5), "onset_fraction"),
+    (dict(learned_train_acc=-0.1), "learned_train_acc"),
     (dict(record_every=0), "record_every"),
     (dict(step_fraction=0.0), "step_fraction"),
     (dict(num_train=5), "num_train"),
@@ -41,6 +42,13 @@ def test_unexplained_examples_are_those_neither_shape_nor_colour_predicts():
   # 25 % label noise, colour flipped with probability 0.2 / 0.1 in the two domains.
   assert abs(groups["flipped"].mean() - 0.25) < 0.03
   assert abs(groups["unexplained"].mean() - 0.25 * 0.15) < 0.015
+
+
+def test_test_peak_is_looked_for_once_features_are_learned():
+  test_acc = np.array([[0.5, 0.1, 0.3, 0.2], [0.5, 0.4, 0.2, 0.1], [0.5, 0.2, 0.6, 0.1]])
+  train_acc = np.array([[0.5, 0.8, 0.9, 0.9], [0.5, 0.6, 0.6, 0.6], [0.5, 0.6, 0.75, 0.9]])
+  # Row 1 never reaches 0.7: the whole curve counts.
+  np.testing.assert_array_equal(rex_onset.test_peak_index(test_acc, train_acc, 0.7), [2, 0, 2])
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +81,12 @@ def test_onset_and_peak_follow_their_definitions(tiny_run):
   a, m = results["arrays"], results["metrics"]["erm"]
   steps = a["erm/eval_steps"]
   for r in range(config.restarts):
-    test_acc = a["erm/test_acc"][r]
-    assert m["test_peak_step"][r] == steps[np.argmax(test_acc)]
-    assert m["test_peak_acc"][r] == pytest.approx(test_acc.max())
+    test_acc, train_acc = a["erm/test_acc"][r], a["erm/train_acc"][r]
+    learned = np.flatnonzero(train_acc >= config.learned_train_acc)
+    assert learned.size  # ERM fits colour within a few steps
+    after = test_acc[learned[0]:]
+    assert m["test_peak_step"][r] == steps[learned[0] + np.argmax(after)]
+    assert m["test_peak_acc"][r] == pytest.approx(after.max())
     for group in rex_onset.GROUPS:
       mask = a[f"erm/{group}"][r]
       fit = a["erm/fit_for_good"][r][mask]
