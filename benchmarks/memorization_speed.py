@@ -86,8 +86,8 @@ def jax_csr(params):
 
 def torch_mlp(torch, params, device):
   """The jaxthesis MLP's weights as torch tensors, and its forward pass."""
-  weights = [(torch.tensor(np.asarray(w), device=device), torch.tensor(np.asarray(b), device=device))
-             for w, b in params]
+  as_tensor = lambda a: torch.tensor(np.asarray(a), device=device)
+  weights = [(as_tensor(w), as_tensor(b)) for w, b in params]
 
   def forward(x):
     for w, b in weights[:-1]:
@@ -168,7 +168,7 @@ def csr_case(torch, device, args, digits, params) -> dict:
         "deterministic_csr": {"jaxthesis": float(det_jax.mean()), "torch": float(det_torch.mean())},
         "deterministic_agreement": agreement,
         "same": bool(gap <= tolerance and agreement >= 0.98)}
-  t = _bench.time_interleaved(calls, repeats=args.repeats, warmup=1)
+  t = _bench.time_interleaved(calls, repeats=args.repeats, warmup=0)  # warmed up above
   case["seconds"] = {k: v["median"] for k, v in t.items()}
   # Every iteration runs the whole batch in jaxthesis: gradient (~3 passes) + check (1).
   case["jaxthesis_flops"] = float(2 * mlp_macs(width) * num_points
@@ -261,7 +261,7 @@ def difficulty_case(torch, device, args, digits) -> dict:
   if torch is not None:
     calls["torch"] = torch_difficulty(torch, device, x, y, config)
   accs = {name: np.asarray(fn(), np.float64) for name, fn in calls.items()}
-  t = _bench.time_interleaved(calls, repeats=args.repeats, warmup=1)
+  t = _bench.time_interleaved(calls, repeats=args.repeats, warmup=0)  # warmed up above
   r = config.restarts
   case = {"restarts": r, "num_train": config.num_train, "width": config.width,
           "batch_size": config.batch_size, "steps_per_run": steps, "restart_layout": layout,
