@@ -30,6 +30,9 @@ def test_vmapped_program_equals_one_acquisition_function_alone(pair):
                                 alone["arrays"]["labelled_0"][0, :2])
   np.testing.assert_allclose(both["arrays"]["accuracy_0"][0],
                              alone["arrays"]["accuracy_0"][0, :2], atol=1e-6)
+  # Every round of both runs went through one compiled round program (no retracing).
+  round_fns = [fns[0] for fns in active_learning._PROGRAMS.values()]
+  assert round_fns and all(f._cache_size() == 1 for f in round_fns)
 
 
 def test_acquired_indices_never_repeat_and_start_balanced(pair):
