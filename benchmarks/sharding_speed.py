@@ -39,29 +39,19 @@ def child(num_devices: int, batch: int, steps: int) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  import optax
 
   from jaxthesis import engine, flows
+  from jaxthesis.experiments.naf._common import flow_task
 
   assert jax.device_count() == num_devices, jax.devices()
   num_dims = 8
   flow = flows.autoregressive_flow(num_dims, "dsf", transformer_kwargs={"hidden_units": 16},
                                    hidden_sizes=(64, 64), num_layers=1)
-  optimizer = optax.adam(1e-3)
-
-  def init(key, hparams, data):
-    params = flow.init(key)
-    return params, optimizer.init(params)
-
-  def step(state, t, key, hparams, data):
-    params, opt_state = state
-    nll, grads = jax.value_and_grad(
-        lambda p: -jnp.mean(flow.distribution(p).log_prob(data)))(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), {"loss": nll}, {}
+  task = flow_task(flow, lambda p, key, data: -jnp.mean(flow.distribution(p).log_prob(data)),
+                   1e-3)
 
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, num_dims))
-  runner = engine.Runner(engine.Task(init, step), steps, chunk_size=steps, progress=False,
+  runner = engine.Runner(task, steps, chunk_size=steps, progress=False,
                          data_shards=num_devices)
   keys = jax.random.split(jax.random.PRNGKey(1), 1)
   first = runner.run(keys, None, x)  # compiles

@@ -21,6 +21,7 @@ import optax
 import pytest
 
 from jaxthesis import engine, flows
+from jaxthesis.experiments.naf._common import flow_task
 from jaxthesis.rex import colored_mnist, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,23 +60,9 @@ def naf_task(num_dims: int = 2):
   """Maximum likelihood of a one-layer DSF flow on the data batch `data` [n, D]."""
   flow = flows.autoregressive_flow(num_dims, "dsf", transformer_kwargs={"hidden_units": 4},
                                    hidden_sizes=(8, 8), num_layers=1)
-  optimizer = optax.adam(3e-2)
-
-  def init(key, hparams, data):
-    params = flow.init(key)
-    return params, optimizer.init(params)
-
-  def step(state, t, key, hparams, data):
-    params, opt_state = state
-    nll, grads = jax.value_and_grad(
-        lambda p: -jnp.mean(flow.distribution(p).log_prob(data)))(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), {"loss": nll}, {}
-
-  def evaluate(state, hparams, data):
-    return {"nll": -jnp.mean(flow.distribution(state[0]).log_prob(data))}
-
-  return engine.Task(init, step, evaluate)
+  nll = lambda params, data: -jnp.mean(flow.distribution(params).log_prob(data))
+  return flow_task(flow, lambda params, key, data: nll(params, data), 3e-2,
+                   evaluate=lambda params, data: {"nll": nll(params, data)})
 
 
 def naf_data(n: int = 64, num_dims: int = 2):
