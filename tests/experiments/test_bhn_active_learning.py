@@ -88,7 +88,7 @@ def test_resume_from_checkpoint_returns_the_same_curves(pair, capsys):
   config, results, checkpoints = pair
   # Every round is in the checkpoint: the rerun restores it and trains nothing.
   resumed = active_learning.run(config, progress=True, checkpoint_dir=checkpoints)
-  assert "resuming after round 3" in capsys.readouterr().err
+  assert "resuming, 3 of 3 rounds done" in capsys.readouterr().err
   for name in ("accuracy_0", "labelled_0"):
     np.testing.assert_array_equal(resumed["arrays"][name], results["arrays"][name])
   assert resumed["metrics"] == results["metrics"]

@@ -313,7 +313,8 @@ def run(config: Config, *, progress: bool = True,
     if saved is not None:
       template = (jax.eval_shape(init_fn, *init_args), labelled0, available0)
       state, history = _restore(saved, template, history)
-      _common.log(f"[bhn active-learning] {spec}: resuming after round {start}", progress)
+      _common.log(f"[bhn active-learning] {spec}: resuming, {start} of {num_acq + 1} rounds done",
+                  progress)
     else:
       state = (init_fn(*init_args), jnp.asarray(labelled0), jnp.asarray(available0))
     for r in range(start, num_acq + 1):
