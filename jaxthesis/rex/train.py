@@ -115,6 +115,7 @@ def make_domain_task(method: str, *, num_domains: int, sample_train: DomainSampl
                      hidden: Optional[int] = None, input_dim: Optional[int] = None,
                      depth: int = 2, model: Optional[DomainModel] = None,
                      reset_optimizer_at_anneal: bool = False,
+                     post_anneal_lr_scale: float = 1.0,
                      irm_estimator: str = "biased",
                      input_transform: Optional[Callable[[Array], Array]] = None) -> engine.Task:
   """An engine `Task` training a classifier across stacked domains.
@@ -134,6 +135,8 @@ def make_domain_task(method: str, *, num_domains: int, sample_train: DomainSampl
       array (`rex.search.make_search_task`).
     reset_optimizer_at_anneal: re-initialize Adam when the penalty weight switches on
       (DomainBed's choice) instead of keeping its moments.
+    post_anneal_lr_scale: the learning rate is `learning_rate · post_anneal_lr_scale` from
+      `penalty_anneal_iters` on (1.0: one learning rate throughout, the reference code).
     irm_estimator: 'biased' (square of one gradient) or 'unbiased' (split-batch product).
     input_transform: applied to every sampled input (e.g. `to_grayscale`).
 
@@ -143,6 +146,8 @@ def make_domain_task(method: str, *, num_domains: int, sample_train: DomainSampl
   _checks.check_choice("method", method, METHODS)
   _checks.check_choice("irm_estimator", irm_estimator, IRM_ESTIMATORS)
   _checks.check_positive_int("num_domains", num_domains)
+  _checks.check_scalar("post_anneal_lr_scale", post_anneal_lr_scale, positive=True)
+  post_anneal_lr_scale = float(post_anneal_lr_scale)
   _checks.check_callable("sample_train", sample_train)
   _checks.check_callable("sample_eval", sample_eval)
   _checks.check_callable("input_transform", input_transform, optional=True)
@@ -199,6 +204,10 @@ def make_domain_task(method: str, *, num_domains: int, sample_train: DomainSampl
       fresh = make_opt_state(state.params, hp)
       at_anneal = t == hp.penalty_anneal_iters.astype(jnp.int32)
       opt_state = jax.tree_util.tree_map(lambda a, b: jnp.where(at_anneal, a, b), fresh, opt_state)
+    if post_anneal_lr_scale != 1.0:
+      lr = hp.learning_rate * jnp.where(t >= hp.penalty_anneal_iters, post_anneal_lr_scale, 1.0)
+      opt_state = opt_state._replace(
+          hyperparams={**opt_state.hyperparams, "learning_rate": lr.astype(jnp.float32)})
     updates, opt_state = optimizer.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     losses = {"loss": loss, "base": base, "penalty": penalty, "l2": l2}
