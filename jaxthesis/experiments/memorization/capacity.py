@@ -11,6 +11,11 @@ network padded to the largest width; data sizes are the first n examples):
 "Epochs to fit" is the first evaluation at which training accuracy reaches
 `fit_threshold` (resolution: `eval_every` steps); runs that never get there are reported
 as not converged (None).
+
+MLP on MNIST only, as in the thesis's Figs. 3.5 and 3.6: capacity here is hidden units,
+varied by masking units of one padded network so that every width is a vmap lane. The
+small CNN of the `csr` and `regularizers` studies (`model="cnn"`) has no such masked form,
+so this study has no `model` / `dataset` fields.
 """
 from __future__ import annotations
 

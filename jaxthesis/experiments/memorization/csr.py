@@ -1,6 +1,7 @@
 """`jaxthesis memorization csr`: accuracy and critical sample ratio through training (Figs. 3.7, 3.9).
 
-MLPs are trained on MNIST with 0, 20, 40, 60 and 80 % of the training set replaced by
+MLPs (or, with `model="cnn"`, the small CNN of thesis 3.2, the thesis's choice for
+CIFAR-10, `dataset="cifar10"`, Fig. 3.8/3.9) are trained on MNIST with 0, 20, 40, 60 and 80 % of the training set replaced by
 input noise (randX) or label noise (randY); every run is one restart of a single vmapped
 program. Every `eval_every` steps the program measures training accuracy (on the run's own,
 noisy, labels), accuracy on the clean validation set and the validation CSR: the
@@ -8,6 +9,11 @@ fraction of `csr_points` validation digits for which LASS (Alg. 1, α = 0.25, β
 r = 0.3 on the 0-255 scale, 100 iterations) finds a differently classified point in the
 box. Per-example statistics (`jaxthesis.memorization.example_stats`) are recorded once an
 epoch, so the results also say when the corrupted examples were first fit.
+
+The CNN is trained as the thesis states (SGD, momentum 0.9, lr 0.01 halved every 15
+epochs) unless `momentum` / `lr_halving_epochs` say otherwise; its size is `cnn_channels`
+and `width` (the MLP's) does not apply to it. CIFAR-10 comes only from a prepared TFDS
+directory (`data="tfds"`, `data_dir`); the built-in data is MNIST.
 """
 from __future__ import annotations
 
@@ -34,6 +40,11 @@ class Config:
   """Every number of a `jaxthesis memorization csr` run."""
   data: str = "auto"
   data_dir: Optional[str] = None
+  model: str = "mlp"          # "mlp" or "cnn" (thesis: the CNN on CIFAR-10)
+  dataset: str = "mnist"      # "mnist" or "cifar10" (TFDS only)
+  cnn_channels: int = 200     # thesis: 200 channels in both convolutions
+  momentum: Optional[float] = None         # None: thesis's (MLP 0, CNN 0.9)
+  lr_halving_epochs: Optional[int] = None  # None: thesis's (MLP never, CNN 15); 0: never
   noise_levels: tuple = (0.2, 0.4, 0.6, 0.8)  # plus the clean run (0 %)
   num_train: int = 4000
   num_test: int = 1000
@@ -49,6 +60,7 @@ class Config:
 
   def __post_init__(self):
     mc.check_data_fields(self)
+    mc.check_model_fields(self)
     _config.numbers(self, "noise_levels", 0.0, 1.0)
     if 0.0 in self.noise_levels:
       _config.fail("noise_levels", "fractions in (0, 1] (the clean run is always included)",
@@ -65,10 +77,11 @@ class Config:
 
 
 def get_config(quick: bool = False, **overrides: Any) -> Config:
-  """4,000 digits, 60 epochs, width 256; `quick`: 300 digits, 3 epochs, width 16."""
+  """4,000 digits, 60 epochs, width 256; `quick`: 300 digits, 3 epochs, width 16 (CNN: 8
+  channels)."""
   base = (Config(noise_levels=(0.4, 0.8), num_train=300, num_test=100, width=16, epochs=3,
                  eval_every=10, csr_points=50, lass_iterations=20) if quick else Config())
-  return _config.replace(base, **overrides)
+  return _config.replace(base, **mc.quick_model_defaults(quick, overrides))
 
 
 def add_arguments(p) -> None:
@@ -84,6 +97,7 @@ def add_arguments(p) -> None:
                  type=_cli.positive_int("--lass-iterations"))
   p.add_argument("--radius", dest="radius", default=None,
                  type=_cli.nonnegative_float("--radius"), help="LASS box in 0-255 pixel units")
+  mc.add_model_arguments(p)
 
 
 def settings(config: Config) -> list[tuple[str, float]]:
@@ -97,18 +111,19 @@ def run(config: Config, *, progress: bool = True,
   import jax
   import jax.numpy as jnp
   from jaxthesis import engine
-  from jaxthesis.memorization import example_stats, models, train
+  from jaxthesis.memorization import example_stats, train
 
   clock = _results.Stopwatch()
-  x, y, vx, vy, data = mc.load_mnist_vectors(config, config.num_train, config.num_test)
+  x, y, vx, vy, data = mc.load_study_data(config, config.num_train, config.num_test)
   key = jax.random.PRNGKey(config.seed)
   runs = settings(config)
   xs, ys, corrupted = mc.corrupted_stack(jax.random.fold_in(key, 1), x, y, runs)
-  model = models.mlp(x.shape[1], 10, config.width)
+  model, model_description = mc.build_model(config, x.shape[1:])
   search = train.AdversarialSearch(radius=config.radius, max_iterations=config.lass_iterations)
   task = train.make_classifier_task(model, max_examples=config.num_train,
                                     batch_size=config.batch_size,
-                                    csr_points=config.csr_points, csr_search=search)
+                                    csr_points=config.csr_points, csr_search=search,
+                                    **mc.optimizer_settings(config))
   steps_per_epoch = config.num_train // config.batch_size
 
   def per_example(state, hp, data):
@@ -161,7 +176,8 @@ def run(config: Config, *, progress: bool = True,
   arrays = {"eval_steps": eval_steps, "train_acc": ev["train_acc"], "val_acc": ev["val_acc"],
             "val_csr": ev["val_csr"], "corrupted": corrupted, "first_learned": first_learned}
   return mc.results("csr", config, data, metrics, REFERENCE, clock, arrays,
-                    runs=[f"{k}_{q:g}" for k, q in runs], steps_per_epoch=steps_per_epoch)
+                    runs=[f"{k}_{q:g}" for k, q in runs], steps_per_epoch=steps_per_epoch,
+                    model=model_description)
 
 
 save = _results.save
@@ -177,7 +193,8 @@ def table(results: dict[str, Any]) -> str:
                  str(e["train_saturation_step"]), f"{e['final_csr']:.3f}",
                  f"{e['mean_csr_2nd_half']:.3f}",
                  f"{e.get('noise_onset_step', float('nan')):.0f}"])
-  lines = [mc.titled_table("Accuracy and validation CSR through training", REFERENCE["source"],
+  title = f"Accuracy and validation CSR through training ({results.get('model', 'MLP')})"
+  lines = [mc.titled_table(title, REFERENCE["source"],
                            ("run", "train acc", "best val", "final val", "best-val step",
                             "train-sat. step", "final CSR", "CSR 2nd half",
                             "noise 50% learned"), rows)]
