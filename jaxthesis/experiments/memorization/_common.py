@@ -94,8 +94,10 @@ def _load_split(name: str, split: str, config: Any):
   except DataNotFoundError as e:
     if name == "mnist":
       raise
-    raise _config.UsageError(f"config.dataset={name!r} could not be read: {e}. To use it, "
-                             + _CIFAR10_HOWTO, "dataset") from None
+    # The data layer's advice ends in "or use the built-in data", which CIFAR-10 lacks.
+    reason = str(e).split(" Prepare it")[0].rstrip(".")
+    raise _config.UsageError(f"config.dataset={name!r} could not be read ({reason}); to use "
+                             "it, " + _CIFAR10_HOWTO, "dataset") from None
 
 
 def load_images(config: Any, num_train: int, num_test: int = 0, *, name: str = "mnist",
@@ -177,7 +179,7 @@ def titled_table(title: str, source: str, headers, rows) -> str:
   return f"{title}; thesis = {source}\n" + _results.format_table(headers, rows)
 
 
-def add_training_arguments(p, *fields: str) -> None:
+def add_training_arguments(p, *fields: str, data_help: str = "MNIST") -> None:
   """Flags for the common Config fields named (dest = field, default None)."""
   types = {"width": _cli.positive_int("--width"), "batch_size": _cli.positive_int("--batch-size"),
            "learning_rate": _cli.nonnegative_float("--learning-rate"),
@@ -186,7 +188,7 @@ def add_training_arguments(p, *fields: str) -> None:
            "eval_every": _cli.positive_int("--eval-every")}
   for field in fields:
     p.add_argument("--" + field.replace("_", "-"), dest=field, type=types[field], default=None)
-  _cli.add_data_args(p)
+  _cli.add_data_args(p, data_help)
 
 
 def add_model_arguments(p) -> None:

@@ -87,7 +87,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 def add_arguments(p) -> None:
   from jaxthesis.experiments import _cli
   mc.add_training_arguments(p, "num_train", "num_test", "width", "batch_size", "learning_rate",
-                            "epochs", "eval_every")
+                            "epochs", "eval_every", data_help="MNIST (or --dataset)")
   p.add_argument("--noise-levels", dest="noise_levels", default=None,
                  type=_cli.number_list("--noise-levels", float, 0.0, 1.0),
                  help="noise fractions besides 0 (default 0.2,0.4,0.6,0.8)")

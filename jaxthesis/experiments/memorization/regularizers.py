@@ -97,7 +97,7 @@ def get_config(quick: bool = False, **overrides: Any) -> Config:
 def add_arguments(p) -> None:
   from jaxthesis.experiments import _cli
   mc.add_training_arguments(p, "num_train", "num_test", "width", "batch_size", "learning_rate",
-                            "epochs", "eval_every")
+                            "epochs", "eval_every", data_help="MNIST (or --dataset)")
   p.add_argument("--methods", dest="methods", default=None,
                  type=_cli.name_list("--methods", METHODS))
   p.add_argument("--adversarial-iterations", dest="adversarial_iterations", default=None,
