@@ -110,16 +110,27 @@ def _update(method: Method, optimizer: optax.GradientTransformation, params: Par
 
 def subset_trainer(method: Method, *, batch_size: int, num_epochs: int,
                    learning_rate: float = 1e-3, clip_norm: float = 10.0,
-                   anneal: bool = True) -> Callable[..., tuple[Params, Array]]:
+                   anneal: bool = True, warmup_steps: int = 10
+                   ) -> Callable[..., tuple[Params, Array, Array]]:
   """Training on a variable-size labelled subset with fixed shapes (active learning).
 
-  Returns `train(params, key, x, y, indices, count) -> (params, mean loss of the last
-  epoch)`: `indices [L]` are positions into `x, y` whose first `count` (a traced int,
-  `1 <= count <= L`) are the labelled examples. It runs `num_epochs` epochs of
+  Returns `train(params, key, x, y, indices, count, num_train=None) -> (params, mean loss
+  of the last epoch, bad)`: `indices [L]` are positions into `x, y` whose first `count` (a
+  traced int, `1 <= count <= L`) are the labelled examples. It runs `num_epochs` epochs of
   `ceil(count / batch_size)` steps (Adam with a fresh state, the KL weight annealed over
-  the epochs as in `make_task`, the ELBO's N = count); epoch e visits the labelled
-  examples in a random order drawn afresh each epoch, the last minibatch filled up
-  from the start of that order (so a labelled set smaller than a minibatch repeats).
+  the epochs as in `make_task`); the ELBO's N is `num_train` (a traced scalar; None: N =
+  count, the ELBO of the labelled set alone); epoch e visits the labelled examples in a
+  random order drawn afresh each epoch, the last minibatch filled up from the start of
+  that order (so a labelled set smaller than a minibatch repeats). `bad [2]` holds the
+  first step (from 0) whose NLL / KL term was non-finite, -1 where none was.
+
+  Adam's learning rate rises linearly from 0 over the first `warmup_steps` steps of each
+  call (0: no warm-up). Adam's first steps move every parameter by about the learning
+  rate whatever its gradient's size, and in a RealNVP hypernet the update of a coupling's
+  output kernel is coherent over its hidden units (ReLU activations are >= 0), so with
+  fresh moments one full step can compound through the couplings into overflowing
+  scales; the warm-up lets the moment estimates settle first.
+
   Shapes do not depend on `count`: one compiled program serves every round, and the
   function vmaps over runs with different subsets (`count` unbatched).
   """
@@ -127,16 +138,23 @@ def subset_trainer(method: Method, *, batch_size: int, num_epochs: int,
     raise TypeError(f"method must be a Method, got {type(method).__name__}")
   batch_size = _check_positive("batch_size", batch_size)
   num_epochs = _check_positive("num_epochs", num_epochs)
+  if not isinstance(warmup_steps, (int, np.integer)) or warmup_steps < 0:
+    raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
   optimizer = _optimizer(learning_rate, clip_norm)
+  if warmup_steps:
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(clip_norm),
+        optax.adam(optax.linear_schedule(0.0, learning_rate, int(warmup_steps))))
 
-  def train(params, key, x, y, indices, count):
+  def train(params, key, x, y, indices, count, num_train=None):
     count = jnp.asarray(count, jnp.int32)
+    n_kl = count.astype(jnp.float32) if num_train is None else jnp.asarray(num_train, jnp.float32)
     spe = (count + batch_size - 1) // batch_size
     size = indices.shape[0]
     order_key, noise_key = jax.random.split(key)
 
     def body(step, carry):
-      params, opt_state, last = carry
+      params, opt_state, last, bad = carry
       epoch = step // spe
       draw = jax.random.uniform(jax.random.fold_in(order_key, epoch), (size,))
       order = jnp.argsort(jnp.where(jnp.arange(size) < count, draw, 2.0))
@@ -145,13 +163,16 @@ def subset_trainer(method: Method, *, batch_size: int, num_epochs: int,
       weight = kl_annealing(epoch, num_epochs) if anneal else jnp.ones(())
       params, opt_state, losses = _update(
           method, optimizer, params, opt_state, jax.random.fold_in(noise_key, step),
-          x[idx], y[idx], weight, count.astype(jnp.float32))
+          x[idx], y[idx], weight, n_kl)
       last = jnp.where(epoch == num_epochs - 1, last + losses["loss"] / spe, last)
-      return params, opt_state, last
+      finite = jnp.stack([jnp.isfinite(losses["nll"]), jnp.isfinite(losses["kl"])])
+      bad = jnp.where((bad < 0) & ~finite, step, bad)
+      return params, opt_state, last, bad
 
-    params, _, last = jax.lax.fori_loop(0, num_epochs * spe, body,
-                                        (params, optimizer.init(params), jnp.zeros(())))
-    return params, last
+    params, _, last, bad = jax.lax.fori_loop(
+        0, num_epochs * spe, body,
+        (params, optimizer.init(params), jnp.zeros(()), jnp.full((2,), -1, jnp.int32)))
+    return params, last, bad
 
   return train
 
