@@ -117,6 +117,8 @@ def test_table_and_defaults_follow_the_thesis(pair):
     ("num_repeats", 0),
     ("num_epochs", 0),
     ("warm_start", "yes"),
+    ("kl_num_train", -1),
+    ("warmup_steps", -1),
     ("methods", ("realnvp",)),
     ("learning_rate", 0.0),
     ("data", "imagenet"),
@@ -124,6 +126,21 @@ def test_table_and_defaults_follow_the_thesis(pair):
 def test_bad_config_names_the_field(field, value):
   with pytest.raises(_config.UsageError, match=f"config.{field}"):
     active_learning.get_config(True, **{field: value})
+
+
+def test_a_bhn_on_100_labelled_digits_beats_chance_clearly():
+  # Before the KL was divided by the pool size and Adam warmed up, a RealNVP BHN on a
+  # few dozen digits sat at chance (the KL of the scales against the prior dominated
+  # the ELBO with N = the labelled count, and the first full Adam step blew up the
+  # coupling scales). 100 labelled digits (10 per class), 50 single-step epochs.
+  config = active_learning.get_config(
+      True, methods=("realnvp:2",), acquisitions=("random",), initial_per_class=10,
+      num_acquisitions=1, acquire_size=10, num_repeats=1, hidden=64, num_epochs=50,
+      batch_size=128, hypernet_hidden=32, train_size=600, test_size=300)
+  results = active_learning.run(config, progress=False)
+  accuracy = results["arrays"]["accuracy_0"][0, 0]  # [rounds]: 100 then 110 labelled
+  assert np.all(np.isfinite(results["arrays"]["accuracy_0"]))
+  assert accuracy.min() > 0.5, accuracy
 
 
 def test_a_pool_too_small_for_the_acquisitions_is_named():

@@ -18,7 +18,8 @@ does not depend on which others run beside it.
 Differences from the thesis: the primary net is the MLP of the other chapter-7 studies
 (weight-normalized, `hidden` units x 2), not Gal et al.'s CNN, and the pool is the
 training split of the built-in 4,000 / 1,000 MNIST (TFDS MNIST when prepared); Adam's
-state and the KL annealing restart every round.
+state and the KL annealing restart every round, with a 10-step learning-rate warm-up; the
+KL term is divided by the pool size, not the labelled count (`Config.kl_num_train`).
 """
 from __future__ import annotations
 
@@ -76,6 +77,14 @@ class Config:
   chunk_size: int = 500  # pool / test examples scored at once (bounds memory)
   train_size: int = 0    # the pool: the first train_size training examples (0: all)
   test_size: int = 0     # 0: every test example
+  # N of the ELBO's KL term, (log q - log p) / N. 0: the pool size (the default). The
+  # thesis is silent for active learning; N = the labelled count (the ELBO of the labelled
+  # set alone) lets the KL of the 1,610 scales against N(0, 1) outweigh the likelihood of
+  # 20-30 digits by two orders of magnitude, the hypernet then matches the prior and the
+  # predictions are at chance, so by default the KL is weighted as for the full pool
+  # (a tempered posterior, as a fixed L2 penalty would be).
+  kl_num_train: int = 0
+  warmup_steps: int = 10  # Adam's linear learning-rate warm-up in every round (0: none)
 
   def __post_init__(self):
     _common.check_mnist_config(self, positive=(
@@ -83,6 +92,10 @@ class Config:
         "num_epochs", "batch_size", "num_samples", "num_eval_samples", "hypernet_hidden",
         "chunk_size"))
     _config.names(self, "acquisitions", ACQUISITION_NAMES)
+    for name in ("kl_num_train", "warmup_steps"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        _config.fail(name, "a non-negative int", value)
     if not isinstance(self.warm_start, bool):
       _config.fail("warm_start", "True or False", self.warm_start)
 
@@ -110,6 +123,12 @@ def add_arguments(p) -> None:
                  type=_cli.positive_int("--repeats"))
   p.add_argument("--epochs", dest="num_epochs", default=None, type=_cli.positive_int("--epochs"),
                  help="training epochs between acquisitions")
+  p.add_argument("--kl-n", dest="kl_num_train", default=None,
+                 type=_cli.nonnegative_int("--kl-n"),
+                 help="N of the ELBO's KL term (0: the pool size, the default)")
+  p.add_argument("--warmup-steps", dest="warmup_steps", default=None,
+                 type=_cli.nonnegative_int("--warmup-steps"),
+                 help="Adam learning-rate warm-up steps in every round (0: none)")
   p.add_argument("--train-size", dest="train_size", default=None,
                  type=_cli.nonnegative_int("--train-size"), help="pool size (0: all)")
 
@@ -149,14 +168,16 @@ def make_round(method, config: Config):
   labelled-set size of this round (unbatched) and `data = (x_pool, y_pool, x_test,
   y_test)`. The round trains, measures test accuracy and, unless it is the last round,
   writes the `acquire_size` best-scoring available pool points after the first `count`
-  labelled ones. `out = {"accuracy" [R], "loss" [R], "acquired" [R, k]}`.
+  labelled ones. `out = {"accuracy" [R], "loss" [R], "acquired" [R, k], "bad_step" [R, 2]}`
+  (the first training step whose NLL / KL term was non-finite, -1 where none).
   """
   import jax
   import jax.numpy as jnp
   from jaxthesis import bhn
 
   train = bhn.subset_trainer(method, batch_size=config.batch_size,
-                             num_epochs=config.num_epochs, learning_rate=config.learning_rate)
+                             num_epochs=config.num_epochs, learning_rate=config.learning_rate,
+                             warmup_steps=config.warmup_steps)
   k, num_rounds, samples = config.acquire_size, config.num_acquisitions + 1, config.num_eval_samples
 
   def chunked_probs(params, key, x):
@@ -174,7 +195,8 @@ def make_round(method, config: Config):
     x_pool, y_pool, x_test, y_test = data
     _, train_key, eval_key, acq_key = jax.random.split(jax.random.fold_in(key, round_index), 4)
     params = jax.tree_util.tree_map(lambda f, p: jnp.where(reinit, f, p), fresh, params)
-    params, loss = train(params, train_key, x_pool, y_pool, labelled, count)
+    params, loss, bad = train(params, train_key, x_pool, y_pool, labelled, count,
+                              num_train=float(config.kl_num_train or x_pool.shape[0]))
     pred = bhn.predictive(chunked_probs(params, eval_key, x_test)).argmax(-1)
     accuracy = jnp.mean(pred == y_test)
 
@@ -189,7 +211,8 @@ def make_round(method, config: Config):
     skip = lambda args: (args[0], args[1], jnp.full((k,), -1, jnp.int32))
     labelled, available, new = jax.lax.cond(round_index < num_rounds - 1, acquire, skip,
                                             (labelled, available))
-    return (params, labelled, available), {"accuracy": accuracy, "loss": loss, "acquired": new}
+    return (params, labelled, available), {"accuracy": accuracy, "loss": loss, "acquired": new,
+                                             "bad_step": bad}
 
   return jax.jit(jax.vmap(one, in_axes=(0, 0, None, 0, 0, None, None, None)))
 
@@ -198,7 +221,8 @@ def make_round(method, config: Config):
 # number of repeats: those only set the run axis, a shape).
 _PROGRAM_FIELDS = ("seed", "hidden", "hypernet_hidden", "prior_precision", "num_samples",
                    "batch_size", "num_epochs", "learning_rate", "acquire_size",
-                   "num_acquisitions", "num_eval_samples", "chunk_size")
+                   "num_acquisitions", "num_eval_samples", "chunk_size", "kl_num_train",
+                  "warmup_steps")
 _PROGRAMS: dict = {}
 
 
@@ -325,10 +349,14 @@ def run(config: Config, *, progress: bool = True,
                             jnp.int32(r), jnp.int32(count), data)
       out = jax.device_get(out)
       history["accuracy"][:, r], history["loss"][:, r] = out["accuracy"], out["loss"]
-      if not np.all(np.isfinite(out["loss"])):
-        bad = int(np.flatnonzero(~np.isfinite(out["loss"]))[0])
+      steps = out["bad_step"]
+      if not np.all(np.isfinite(out["loss"])) or np.any(steps >= 0):
+        bad = int(np.flatnonzero(~np.isfinite(out["loss"]) | np.any(steps >= 0, -1))[0])
+        terms = ", ".join(f"{term} first non-finite at training step {int(st)}"
+                          for term, st in zip(("NLL", "KL"), steps[bad]) if st >= 0)
         raise FloatingPointError(f"non-finite training loss in round {r} (method {spec}, "
-                                 f"{names[bad // repeats]}, repeat {bad % repeats})")
+                                 f"{names[bad // repeats]}, repeat {bad % repeats}): "
+                                 f"{terms or 'the last epoch mean'}")
       if ckpt is not None:
         _save_checkpoint(ckpt, r + 1, state, history)
       acc = out["accuracy"].reshape(len(names), repeats)
