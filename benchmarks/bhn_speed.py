@@ -10,8 +10,10 @@ its gradient and an Adam update. Variants, timed interleaved under the same load
 * ``torch``: a PyTorch eager implementation written for this benchmark, samples in a
   loop as public implementations do.
 
-Prints a table, writes results/bhn_speed.json and .png, and the peak temporary memory of
-the compiled vmapped S = 32 step (XLA's memory analysis). Targets: vmap S=32 <= 0.35x
+Prints a table, writes results/bhn_speed.json and .png, the peak temporary memory of
+the compiled vmapped S = 32 step (XLA's memory analysis), and the ratio of the two
+compiled steps' arithmetic (XLA's cost analysis): where a device is bound by arithmetic
+(a CPU), vmap / loop in time cannot fall below vmap / loop in FLOPs. Targets: vmap S=32 <= 0.35x
 loop; >= 2x torch eager at S = 32 on CPU (>= 5x on a GPU).
 
     python benchmarks/bhn_speed.py            # S in {1, 10, 32}
@@ -60,15 +62,23 @@ def jax_steps(hidden: int, num_layers: int, batch: int, num_samples: int):
 
   state = opt.init(params)
   steps = {"vmap": make(True), "loop": make(False)}
-  memory = None
+  memory, flops = None, {}
+  compiled = {name: f.lower(params, state, key).compile() for name, f in steps.items()}
   try:
-    analysis = steps["vmap"].lower(params, state, key).compile().memory_analysis()
+    analysis = compiled["vmap"].memory_analysis()
     memory = int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes
                  + analysis.argument_size_in_bytes)
   except Exception:  # memory analysis is not offered by every backend
     pass
+  for name, c in compiled.items():  # XLA's count of the compiled step's arithmetic
+    try:
+      cost = c.cost_analysis()
+      cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+      flops[name] = float(cost["flops"])
+    except Exception:  # not offered by every backend
+      pass
   calls = {name: (lambda f=f: f(params, state, key)) for name, f in steps.items()}
-  return calls, memory
+  return calls, memory, flops
 
 
 def torch_step(torch, hidden: int, num_layers: int, batch: int, num_samples: int):
@@ -136,21 +146,26 @@ def main(argv=None) -> int:
   torch, why = _bench.import_torch()
   rows, results = [], {"cases": []}
   for s in samples:
-    calls, memory = jax_steps(hidden, num_layers, batch, s)
+    calls, memory, flops = jax_steps(hidden, num_layers, batch, s)
     if torch is not None:
       calls["torch"] = torch_step(torch, hidden, num_layers, batch, s)
     t = _bench.time_interleaved(calls, repeats=args.repeats, warmup=1)
     ms = {k: 1e3 * v["median"] for k, v in t.items()}
     case = {"num_samples": s, "ms": ms, "vmap_over_loop": ms["vmap"] / ms["loop"],
             "torch_over_vmap": ms.get("torch", np.nan) / ms["vmap"],
-            "vmap_compiled_bytes": memory}
+            "vmap_compiled_bytes": memory, "xla_flops": flops,
+            # On a device bound by arithmetic, vmap / loop cannot go below this ratio.
+            "vmap_over_loop_flops": (flops["vmap"] / flops["loop"]
+                                     if {"vmap", "loop"} <= set(flops) else None)}
     results["cases"].append(case)
     rows.append([s, f"{ms['vmap']:.1f}", f"{ms['loop']:.1f}",
                  f"{ms.get('torch', float('nan')):.1f}", f"{case['vmap_over_loop']:.2f}",
                  f"{case['torch_over_vmap']:.2f}",
+                 "-" if case["vmap_over_loop_flops"] is None
+                 else f"{case['vmap_over_loop_flops']:.2f}",
                  "-" if memory is None else f"{memory / 2**20:.0f} MiB"])
   print(_bench.format_table(["S", "vmap ms", "loop ms", "torch ms", "vmap/loop",
-                             "torch/vmap", "vmap step memory"], rows))
+                             "torch/vmap", "vmap/loop FLOPs (XLA)", "vmap step memory"], rows))
   if why:
     print(why)
   print(_bench.loaded_note())

@@ -6,7 +6,10 @@
 1. Measures the device's peak: the best of a few large matmuls in float32 and bfloat16
    (8192² on an accelerator, 4096² on a CPU, 512² with --quick).
 2. Runs each benchmark script as its own process (`python benchmarks/X.py [--quick]
-   --out DIR`), with what is left of the wall-time budget as its timeout. Scripts that are
+   --out DIR`), with what is left of the wall-time budget as its timeout: one at a time
+   (each has the machine to itself), or `--jobs` at a time; `--quick` runs up to two at a
+   time (one per core), since a quick run checks that everything works and its times are
+   smoke figures. Scripts that are
    not there (benchmarks written later) are skipped with a line that says so; so is one
    that fails or runs out of time, with its last error line.
 3. Collects the ``"summary"`` rows every script writes into its JSON (`_bench.summary_row`)
@@ -26,7 +29,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -46,28 +51,26 @@ BENCHMARKS = (
 )
 
 
-def run_benchmark(script: str, extra: list[str], out: str, quick: bool, timeout: float) -> dict:
-  """Runs one script in its own process; returns its status, wall time and JSON files."""
-  path = os.path.join(HERE, script)
-  if not os.path.exists(path):
-    return {"status": "skipped", "reason": f"benchmarks/{script} not found (not written yet)"}
+def _command(script: str, extra: list[str], out: str, quick: bool) -> list[str]:
+  return ([sys.executable, os.path.join(HERE, script), "--out", out]
+          + (["--quick"] if quick else []) + extra)
+
+
+def _skip_reason(script: str, timeout: float) -> Optional[str]:
+  if not os.path.exists(os.path.join(HERE, script)):
+    return f"benchmarks/{script} not found (not written yet)"
   if timeout < 5:
-    return {"status": "skipped", "reason": "no time left in the budget"}
-  os.makedirs(out, exist_ok=True)
-  cmd = [sys.executable, path, "--out", out] + (["--quick"] if quick else []) + extra
-  start = time.perf_counter()
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE)
-  except subprocess.TimeoutExpired as error:
-    tail = error.stdout or ""
-    tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
-    return {"status": "timed out", "command": " ".join(cmd), "seconds": timeout,
-            "reason": f"timed out after {timeout:.0f} s", "stdout_tail": tail[-2000:]}
-  seconds = time.perf_counter() - start
-  record = {"command": " ".join(cmd), "seconds": seconds, "returncode": proc.returncode,
-            "stdout_tail": proc.stdout[-4000:]}
-  if proc.returncode != 0:
-    last = (proc.stderr.strip().splitlines() or ["(no error output)"])[-1]
+    return "no time left in the budget"
+  return None
+
+
+def _finish(cmd: list[str], out: str, returncode: int, stdout: str, stderr: str,
+            seconds: float) -> dict:
+  """The record of one finished script: status, wall time, output tail and its JSON."""
+  record = {"command": " ".join(cmd), "seconds": seconds, "returncode": returncode,
+            "stdout_tail": stdout[-4000:]}
+  if returncode != 0:
+    last = (stderr.strip().splitlines() or ["(no error output)"])[-1]
     return {**record, "status": "failed", "reason": last[:300]}
   record["json"] = {}
   for found in sorted(glob.glob(os.path.join(out, "*.json"))):
@@ -75,6 +78,60 @@ def run_benchmark(script: str, extra: list[str], out: str, quick: bool, timeout:
       record["json"][os.path.basename(found)] = json.load(f)
   record["status"] = "ok"
   return record
+
+
+def run_benchmark(script: str, extra: list[str], out: str, quick: bool, timeout: float) -> dict:
+  """Runs one script in its own process; returns its status, wall time and JSON files."""
+  return run_benchmarks([(script, extra, out)], quick, time.perf_counter() + timeout,
+                        jobs=1)[script]
+
+
+def run_benchmarks(tasks: list[tuple[str, list[str], str]], quick: bool, deadline: float,
+                   jobs: int = 1) -> dict[str, dict]:
+  """Runs `(script, extra arguments, out folder)` tasks, `jobs` processes at a time, in
+  order; each may run until `deadline` (a `time.perf_counter()` value), then is killed.
+
+  Returns:
+    `{script: record}` (see `_finish`; skipped, timed-out and failed scripts say why).
+  """
+  records, pending, running = {}, list(tasks), []
+  while pending or running:
+    while pending and len(running) < jobs:
+      script, extra, out = pending.pop(0)
+      left = deadline - time.perf_counter()
+      reason = _skip_reason(script, left)
+      if reason is not None:
+        records[script] = {"status": "skipped", "reason": reason}
+        continue
+      os.makedirs(out, exist_ok=True)
+      cmd = _command(script, extra, out, quick)
+      logs = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+      proc = subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True, cwd=HERE)
+      running.append((script, cmd, out, proc, logs, time.perf_counter()))
+    time.sleep(0.05)
+    still = []
+    for script, cmd, out, proc, logs, started in running:
+      timed_out = proc.poll() is None and time.perf_counter() > deadline
+      if timed_out:
+        proc.kill()
+        proc.wait()
+      if proc.poll() is None:
+        still.append((script, cmd, out, proc, logs, started))
+        continue
+      texts = []
+      for log in logs:
+        log.seek(0)
+        texts.append(log.read())
+        log.close()
+      seconds = time.perf_counter() - started
+      if timed_out:
+        records[script] = {"status": "timed out", "command": " ".join(cmd),
+                           "seconds": seconds, "reason": f"timed out after {seconds:.0f} s",
+                           "stdout_tail": texts[0][-2000:]}
+      else:
+        records[script] = _finish(cmd, out, proc.returncode, texts[0], texts[1], seconds)
+    running = still
+  return records
 
 
 def main(argv=None) -> int:
@@ -87,9 +144,17 @@ def main(argv=None) -> int:
                       help="wall-time budget in seconds for the whole suite (default 480)")
   parser.add_argument("--only", default=None,
                       help="comma-separated script names to run (default: all)")
+  parser.add_argument("--jobs", type=int, default=None,
+                      help="scripts run at a time (default: 1, so that each has the machine "
+                           "to itself; with --quick, one per core up to 2, since a quick "
+                           "run checks that everything works and its times are smoke "
+                           "figures)")
   args = parser.parse_args(argv)
   if args.budget <= 0:
     parser.error(f"--budget must be > 0, got {args.budget}")
+  if args.jobs is not None and args.jobs < 1:
+    parser.error(f"--jobs must be >= 1, got {args.jobs}")
+  jobs = args.jobs or (max(1, min(2, os.cpu_count() or 1)) if args.quick else 1)
   known = [name for name, _ in BENCHMARKS]
   only = None if args.only is None else [s if s.endswith(".py") else s + ".py"
                                          for s in args.only.split(",")]
@@ -114,14 +179,13 @@ def main(argv=None) -> int:
                 + (f" ({_bench.torch_device(torch, backend)[1]})"
                    if _bench.torch_device(torch, backend)[1] else ""))
 
-  statuses, rows, sources, lines = {}, [], [], []
-  for script, extra in BENCHMARKS:
-    if only is not None and script not in only:
-      continue
-    left = args.budget - (time.perf_counter() - start)
-    record = run_benchmark(script, extra[kind] + (extra["quick"] if args.quick else []),
-                           os.path.join(out, script[:-3]), args.quick, left)
-    statuses[script] = record
+  tasks = [(script, extra[kind] + (extra["quick"] if args.quick else []),
+            os.path.join(out, script[:-3]))
+           for script, extra in BENCHMARKS if only is None or script in only]
+  statuses = run_benchmarks(tasks, args.quick, start + args.budget, jobs)
+  rows, sources, lines = [], [], []
+  for script, _, _ in tasks:
+    record = statuses[script]
     if record["status"] != "ok":
       lines.append(f"{script}: {record['status']}: {record['reason']}")
       continue
@@ -141,14 +205,16 @@ def main(argv=None) -> int:
             f"({backend}, {len(jax.devices())} device(s)); {machine['processor']}, "
             f"{machine['cpu_count']} cores, {_bench.loaded_note(machine)}\n"
             f"measured peak ({size}² matmul): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
-            f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; PyTorch: {torch_line}")
+            f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; PyTorch: {torch_line}"
+            + (f"\n{jobs} scripts at a time: they share the machine, so these times are "
+               "smoke figures, not measurements" if jobs > 1 else ""))
   table = _bench.summary_table(rows, peaks, sources)
   text = "\n".join([header, table, *lines, f"suite wall time {wall:.0f} s "
                     f"(budget {args.budget:.0f} s)"])
   print(text)
   results = {"quick": bool(args.quick), "backend": backend, "peaks_flops": peaks,
              "peak_matmul_size": size, "torch": torch_line, "wall_seconds": wall,
-             "budget_seconds": args.budget, "rows": rows, "row_sources": sources,
+             "budget_seconds": args.budget, "jobs": jobs, "rows": rows, "row_sources": sources,
              "benchmarks": statuses}
   path = _bench.write_json(results, out, "device_suite")
   with open(os.path.join(out, "device_suite.txt"), "w") as f:

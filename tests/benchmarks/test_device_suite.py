@@ -55,6 +55,30 @@ def test_time_interleaved_measures_each_variant():
   assert timings["long"]["median"] > timings["short"]["median"]
 
 
+def test_run_benchmarks_runs_jobs_at_a_time_and_kills_at_the_deadline(tmp_path):
+  """Two scripts at a time: one writes its JSON and passes, one fails naming its error, one
+  sleeps past the deadline and is killed; a missing script is skipped."""
+  scripts = {
+      "ok.py": "import json, os, sys; out = sys.argv[sys.argv.index('--out') + 1]\n"
+               "json.dump({'summary': []}, open(os.path.join(out, 'ok.json'), 'w'))",
+      "bad.py": "raise SystemExit('bad: no device')",
+      "slow.py": "import time; time.sleep(60)",
+  }
+  for name, code in scripts.items():
+    (tmp_path / name).write_text(code)
+  tasks = [(str(tmp_path / name), [], str(tmp_path / name[:-3])) for name in scripts]
+  tasks.append((str(tmp_path / "absent.py"), [], str(tmp_path / "absent")))
+  start = time.perf_counter()
+  records = device_suite.run_benchmarks(tasks, quick=True, deadline=start + 8, jobs=2)
+  assert time.perf_counter() - start < 30
+  by_name = {os.path.basename(k): v for k, v in records.items()}
+  assert by_name["ok.py"]["status"] == "ok" and "ok.json" in by_name["ok.py"]["json"]
+  assert by_name["bad.py"]["status"] == "failed"
+  assert "bad: no device" in by_name["bad.py"]["reason"]
+  assert by_name["slow.py"]["status"] == "timed out"
+  assert by_name["absent.py"]["status"] == "skipped"
+
+
 def test_quick_suite_runs_every_present_benchmark(tmp_path):
   out = tmp_path / "suite"
   # A generous --budget: quick mode takes under a minute on an idle 2-core CPU, but the
@@ -82,7 +106,8 @@ def test_quick_suite_runs_every_present_benchmark(tmp_path):
   sources = suite["row_sources"]
   assert sources.count("rex_cmnist_speed") == 1
   assert sources.count("naf_speed") == 2  # quick: D in {2, 8}, batch 64
-  assert sources.count("sharding_speed") == 4  # 1, 2, 4, 8 simulated devices
+  assert sources.count("sharding_speed") == 2  # quick: 1 and 8 simulated devices
+  assert suite["jobs"] == min(2, os.cpu_count() or 1)
   for row in suite["rows"]:
     assert row["seconds"] > 0
     if row["flops"] is not None:
