@@ -80,12 +80,6 @@ def _finish(cmd: list[str], out: str, returncode: int, stdout: str, stderr: str,
   return record
 
 
-def run_benchmark(script: str, extra: list[str], out: str, quick: bool, timeout: float) -> dict:
-  """Runs one script in its own process; returns its status, wall time and JSON files."""
-  return run_benchmarks([(script, extra, out)], quick, time.perf_counter() + timeout,
-                        jobs=1)[script]
-
-
 def run_benchmarks(tasks: list[tuple[str, list[str], str]], quick: bool, deadline: float,
                    jobs: int = 1) -> dict[str, dict]:
   """Runs `(script, extra arguments, out folder)` tasks, `jobs` processes at a time, in

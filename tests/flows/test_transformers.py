@@ -125,6 +125,15 @@ def _dsf_by_the_formula(pseudo, x, d, delta=1e-6, min_slope=1e-3):
 DSF_POINTS = jnp.array([-40.0, -6.0, -0.5, 0.2, 3.0, 40.0])
 
 
+def _assert_jacobians_match(ours, ref, pseudo, x, rtol, atol):
+  """`jacfwd` and `jacrev` of `ours` and `ref` in (pseudo, x) agree leaf by leaf."""
+  for jac in (jax.jacfwd, jax.jacrev):
+    got = jax.jit(jac(ours, argnums=(0, 1)))(pseudo, x)
+    want = jax.jit(jac(ref, argnums=(0, 1)))(pseudo, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
 def test_dsf_closed_form_derivatives_match_autodiff_of_the_formula():
   """The DSF differentiates itself in closed form (a custom JVP); in float64 its forward-
   and reverse-mode derivatives equal autodiff of eq. 9.8, and `check_grads` agrees up to
@@ -136,11 +145,7 @@ def test_dsf_closed_form_derivatives_match_autodiff_of_the_formula():
     x = DSF_POINTS.astype(jnp.float64)
     ours = lambda p, v: t.forward_and_log_det({}, p, v)
     ref = lambda p, v: _dsf_by_the_formula(p, v, d)
-    for jac in (jax.jacfwd, jax.jacrev):
-      got = jax.jit(jac(ours, argnums=(0, 1)))(pseudo, x)
-      want = jax.jit(jac(ref, argnums=(0, 1)))(pseudo, x)
-      for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+    _assert_jacobians_match(ours, ref, pseudo, x, rtol=1e-9, atol=1e-12)
     jax.test_util.check_grads(ours, (pseudo[:2], x[:2]), order=2, modes=["fwd", "rev"])
 
 
@@ -166,11 +171,7 @@ def test_surjective_dsf_closed_form_derivatives_match_autodiff_of_the_formula():
     ref = lambda p, v: _tailed_dsf_by_the_formula(p, v, d)
     np.testing.assert_allclose(jax.jit(ours)(pseudo, x), jax.jit(ref)(pseudo, x),
                                rtol=1e-9, atol=1e-12)
-    for jac in (jax.jacfwd, jax.jacrev):
-      got = jax.jit(jac(ours, argnums=(0, 1)))(pseudo, x)
-      want = jax.jit(jac(ref, argnums=(0, 1)))(pseudo, x)
-      for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-11)
+    _assert_jacobians_match(ours, ref, pseudo, x, rtol=1e-8, atol=1e-11)
 
 
 def test_dsf_float32_derivatives_hold_where_units_saturate():
@@ -267,11 +268,7 @@ def test_ddsf_linear_space_form_matches_log_space_formula(cwn, num_layers):
     ref = lambda p, v: _ddsf_by_the_formula(params, p, v, d, num_layers, cwn)
     np.testing.assert_allclose(jax.jit(ours)(pseudo, x), jax.jit(ref)(pseudo, x),
                                rtol=1e-10, atol=1e-10)
-    for jac in (jax.jacfwd, jax.jacrev):
-      got = jax.jit(jac(ours, argnums=(0, 1)))(pseudo, x)
-      want = jax.jit(jac(ref, argnums=(0, 1)))(pseudo, x)
-      for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-10)
+    _assert_jacobians_match(ours, ref, pseudo, x, rtol=1e-8, atol=1e-10)
     if cwn:  # the learned logit matrices too
       grad = lambda fn: jax.jit(jax.grad(lambda q: jnp.sum(jnp.stack(fn(q)))))
       got = grad(lambda q: t.forward_and_log_det(q, pseudo, x))(params)
