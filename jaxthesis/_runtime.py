@@ -13,8 +13,9 @@ an arena of their own (up to 8 per core), whose memory glibc maps and returns to
 kernel in sub-heaps of at most 64 MB, so most of the faults remained (measured: 17,000
 faults per D = 64 DSF step with the first two settings alone). ``mallopt(M_ARENA_MAX, 1)``
 puts the threads that start after the import (XLA's pools start with the first
-computation) on the main arena, where the two settings hold: 6 to 7 times fewer faults
-and, on a 2-core VM, a D = 64 step about 1.4x faster. The costs: up to `TRIM_THRESHOLD`
+computation) on the main arena, where the two settings hold: 4 to 7 times fewer faults
+and, on a 2-core VM, a D = 64 DSF step about 1.7x faster than under glibc's default setting
+(`benchmarks/naf_speed.py`, both settings in one run). The costs: up to `TRIM_THRESHOLD`
 bytes of freed memory stay mapped in the process, and threads share one allocator lock
 (XLA:CPU's temporaries are few large blocks per call, so it is rarely contended).
 
