@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxthesis import _checks
+
 from jaxthesis.typing import Array, PRNGKey
 
 
@@ -103,27 +105,52 @@ def stack(settings: Sequence[Mapping[str, float]]) -> Regularization:
   return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *regs)
 
 
+def _when_on(strength: Array, fn, x: Array) -> Array:
+  """`fn(x)` where the regularizer's `strength` is non-zero, else `x` unchanged.
+
+  A strength of zero leaves `x` exactly as it is, so its random draws can be skipped: they
+  are not traced at all for a concrete zero, and are skipped at run time by `lax.cond` for
+  a traced one (a real branch inside `lax.map` / `scan`, e.g. the CPU restart layout;
+  under `vmap` with per-restart strengths XLA computes both sides and selects).
+  """
+  if _checks.is_concrete(strength) and not np.any(np.asarray(strength)):
+    return x
+  if np.ndim(strength):  # one strength per example or unit: no single branch
+    return fn(x)
+  return jax.lax.cond(strength != 0, fn, lambda z: z, x)
+
+
 def _dropout(key: PRNGKey, x: Array, rate: Array) -> Array:
-  keep = 1.0 - rate
-  mask = jax.random.uniform(key, x.shape) < keep
-  return jnp.where(mask, x / keep, 0.0)
+  def drop(x):
+    keep = 1.0 - rate
+    mask = jax.random.uniform(key, x.shape) < keep
+    return jnp.where(mask, x / keep, 0.0)
+  return _when_on(rate, drop, x)
+
+
+def _noise(key: PRNGKey, x: Array, std: Array) -> Array:
+  return _when_on(std, lambda x: x + std * jax.random.normal(key, x.shape, x.dtype), x)
 
 
 def perturb_inputs(key: PRNGKey, x: Array, reg: Regularization) -> Array:
   """Input dropout, then input Gaussian noise (training-time only)."""
   drop_key, noise_key = jax.random.split(key)
-  x = _dropout(drop_key, x, reg.input_dropout)
-  return x + reg.input_noise * jax.random.normal(noise_key, x.shape, x.dtype)
+  return _noise(noise_key, _dropout(drop_key, x, reg.input_dropout), reg.input_noise)
 
 
 def perturb_hidden(key: PRNGKey, h: Array, reg: Regularization) -> Array:
   """Hidden dropout, then hidden Gaussian noise (training-time only)."""
   drop_key, noise_key = jax.random.split(key)
-  h = _dropout(drop_key, h, reg.dropout)
-  return h + reg.hidden_noise * jax.random.normal(noise_key, h.shape, h.dtype)
+  return _noise(noise_key, _dropout(drop_key, h, reg.dropout), reg.hidden_noise)
 
 
 def weight_penalty(reg: Regularization, params) -> Array:
-  """`weight_decay / 2 · Σ ‖θ‖²` over every parameter leaf."""
-  squares = sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
-  return 0.5 * reg.weight_decay * squares
+  """`weight_decay / 2 · Σ ‖θ‖²` over every parameter leaf (not computed where it is 0)."""
+  squares = lambda p: sum(jnp.sum(jnp.square(q)) for q in jax.tree_util.tree_leaves(p))
+  zero = lambda p: jnp.zeros((), jnp.float32)
+  if _checks.is_concrete(reg.weight_decay) and not np.any(np.asarray(reg.weight_decay)):
+    return zero(params)
+  wd = jnp.asarray(reg.weight_decay, jnp.float32)
+  if wd.ndim:
+    return 0.5 * wd * squares(params)
+  return jax.lax.cond(wd != 0, lambda p: 0.5 * wd * squares(p), zero, params)

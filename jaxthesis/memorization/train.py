@@ -76,6 +76,8 @@ class ClassifierState(NamedTuple):
   model_state: PyTree
   velocity: Params
   shuffle_key: Array
+  order: Array        # i32[N]: the example order of epoch `order_epoch` (`epoch_order`)
+  order_epoch: Array  # i32: -1 before the first step
 
 
 class AdversarialSearch(NamedTuple):
@@ -93,18 +95,28 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
   return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
 
 
-def epoch_batch(shuffle_key: PRNGKey, step, num_examples, max_examples: int,
-                batch_size: int) -> Array:
-  """Indices of the minibatch at `step`: epochs are fresh permutations of `range(n)`.
+def epoch_order(shuffle_key: PRNGKey, epoch, num_examples, max_examples: int) -> Array:
+  """The example order of epoch `epoch`: `i32[max_examples]`, a fresh permutation.
 
   `n = num_examples` may be traced: the permutation sorts random keys of the first n
   indices before the rest, so its first n entries are a uniform permutation of range(n).
-  The last `n mod batch_size` examples of each epoch's order are skipped.
   """
-  steps_per_epoch = jnp.maximum(num_examples // batch_size, 1)
-  epoch, pos = step // steps_per_epoch, step % steps_per_epoch
   keys = jax.random.uniform(jax.random.fold_in(shuffle_key, epoch), (max_examples,))
-  order = jnp.argsort(jnp.where(jnp.arange(max_examples) < num_examples, keys, 2.0))
+  return jnp.argsort(jnp.where(jnp.arange(max_examples) < num_examples, keys, 2.0))
+
+
+def _epoch_position(step, num_examples, batch_size: int):
+  steps_per_epoch = jnp.maximum(num_examples // batch_size, 1)
+  return step // steps_per_epoch, step % steps_per_epoch
+
+
+def epoch_batch(shuffle_key: PRNGKey, step, num_examples, max_examples: int,
+                batch_size: int) -> Array:
+  """Indices of the minibatch at `step`: epochs are fresh permutations of `range(n)`
+  (`epoch_order`). The last `n mod batch_size` examples of each epoch's order are skipped.
+  """
+  epoch, pos = _epoch_position(step, num_examples, batch_size)
+  order = epoch_order(shuffle_key, epoch, num_examples, max_examples)
   return jax.lax.dynamic_slice(order, (pos * batch_size,), (batch_size,))
 
 
@@ -157,10 +169,24 @@ def make_classifier_task(model: Model, *, max_examples: int, batch_size: int,
     model_key, shuffle_key = jax.random.split(key)
     params, model_state = model.init(model_key, hp.width)
     return ClassifierState(params, model_state,
-                           jax.tree_util.tree_map(jnp.zeros_like, params), shuffle_key)
+                           jax.tree_util.tree_map(jnp.zeros_like, params), shuffle_key,
+                           order=jnp.zeros(max_examples, jnp.int32),
+                           order_epoch=jnp.int32(-1))
+
+  def batch_indices(state: ClassifierState, t, hp: ClassifierHParams):
+    """`epoch_batch`, with the epoch's order drawn once (at its first step) and kept in the
+    state: a sort of N keys per epoch instead of per step. A real branch inside `lax.map`
+    / `scan` (the CPU layout); under `vmap` both sides run, as before."""
+    epoch, pos = _epoch_position(t, hp.num_examples, batch_size)
+    order = jax.lax.cond(
+        epoch == state.order_epoch, lambda: state.order,
+        lambda: epoch_order(state.shuffle_key, epoch, hp.num_examples, max_examples
+                            ).astype(jnp.int32))
+    idx = jax.lax.dynamic_slice(order, (pos * batch_size,), (batch_size,))
+    return idx, state._replace(order=order, order_epoch=jnp.asarray(epoch, jnp.int32))
 
   def step(state: ClassifierState, t, key, hp: ClassifierHParams, data):
-    idx = epoch_batch(state.shuffle_key, t, hp.num_examples, max_examples, batch_size)
+    idx, state = batch_indices(state, t, hp)
     # One gather of the minibatch (indexing the data set first would copy it per restart).
     x, y = data["train_x"][hp.dataset, idx], data["train_y"][hp.dataset, idx]
     noise_key, adv_key = jax.random.split(key)
@@ -188,10 +214,9 @@ def make_classifier_task(model: Model, *, max_examples: int, batch_size: int,
 
     (loss, (model_state, clean, penalty, acc)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
-    steps_per_epoch = jnp.maximum(hp.num_examples // batch_size, 1)
     lr = hp.learning_rate
     if lr_halving_epochs is not None:
-      lr = lr * 0.5 ** ((t // steps_per_epoch) // lr_halving_epochs)
+      lr = lr * 0.5 ** (state.order_epoch // lr_halving_epochs)
     velocity = jax.tree_util.tree_map(lambda v, g: momentum * v + g, state.velocity, grads)
     params = jax.tree_util.tree_map(lambda p, v: p - lr * v, state.params, velocity)
     state = state._replace(params=params, model_state=model_state, velocity=velocity)

@@ -100,6 +100,47 @@ def test_epoch_batches_are_permutations_of_the_used_examples():
     np.testing.assert_array_equal(np.sort(seen), np.arange(n))
 
 
+def _reference_perturb(key, x, rate, std):
+  """The regularizers' formulas without the zero-strength shortcut."""
+  drop_key, noise_key = jax.random.split(key)
+  keep = 1.0 - rate
+  x = jnp.where(jax.random.uniform(drop_key, x.shape) < keep, x / keep, 0.0)
+  return x + std * jax.random.normal(noise_key, x.shape, x.dtype)
+
+
+@pytest.mark.parametrize("rate,std", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.7), (0.3, 0.7)])
+def test_zero_strength_shortcut_gives_the_formulas_concrete_traced_and_vmapped(rate, std):
+  key = jax.random.PRNGKey(3)
+  x = jax.random.normal(jax.random.PRNGKey(4), (6, 5)) * 2.0 + 1.0
+  want = _reference_perturb(key, x, rate, std)
+  reg = regularizers.regularization(input_dropout=rate, input_noise=std, dropout=rate,
+                                    hidden_noise=std, weight_decay=std)
+  concrete = regularizers.perturb_inputs(key, x, reg)
+  traced = jax.jit(regularizers.perturb_inputs)(key, x, reg)
+  hidden = jax.jit(regularizers.perturb_hidden)(key, x, reg)
+  for got in (concrete, traced, hidden):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  if rate == std == 0.0:
+    np.testing.assert_array_equal(concrete, x)  # off: the input itself
+  # Per-restart strengths: a stacked Regularization under vmap and under lax.map.
+  regs = regularizers.stack([{"input_dropout": rate, "input_noise": std},
+                             {"input_dropout": 0.5, "input_noise": 0.0}])
+  keys = jax.random.split(key, 2)
+  by_vmap = jax.vmap(regularizers.perturb_inputs, (0, None, 0))(keys, x, regs)
+  by_map = jax.lax.map(lambda a: regularizers.perturb_inputs(a[0], x, a[1]), (keys, regs))
+  for i, (r, s) in enumerate([(rate, std), (0.5, 0.0)]):
+    np.testing.assert_allclose(by_vmap[i], _reference_perturb(keys[i], x, r, s), 1e-6, 1e-6)
+    np.testing.assert_allclose(by_map[i], by_vmap[i], rtol=1e-6, atol=1e-6)
+  params = [(jnp.full((2, 3), 1.5), jnp.ones(3))]
+  penalty = 0.5 * std * (6 * 1.5 ** 2 + 3)
+  np.testing.assert_allclose(regularizers.weight_penalty(reg, params), penalty, rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(regularizers.weight_penalty)(reg, params), penalty,
+                             rtol=1e-6)
+  wds = regularizers.stack([{"weight_decay": std}, {"weight_decay": 0.25}])
+  np.testing.assert_allclose(jax.vmap(regularizers.weight_penalty, (0, None))(wds, params),
+                             [penalty, 0.5 * 0.25 * (6 * 1.5 ** 2 + 3)], rtol=1e-6)
+
+
 def _tiny_data(n=24, d=5):
   x = jax.random.normal(jax.random.PRNGKey(0), (n, d))
   y = (x[:, 0] > 0).astype(jnp.int32)
@@ -134,6 +175,42 @@ def test_classifier_step_is_sgd_with_momentum_and_halving():
         lambda v, g: (v - g) / 0.9, velocity, grads)), t, jax.random.PRNGKey(2), hp, data)
     for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(want)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["vmap", "map"])
+def test_classifier_batches_follow_epoch_batch_from_any_step(layout):
+  """The task keeps each epoch's order in its state; steps taken from an arbitrary start
+  and across epoch boundaries must still use `epoch_batch`'s minibatches."""
+  data = _tiny_data()
+  model = models.mlp(5, 2, 8)
+  task = train.make_classifier_task(model, max_examples=24, batch_size=6, momentum=0.9)
+  hp = train.classifier_hparams(2, width=8, num_examples=np.array([24, 18]),
+                                learning_rate=0.1)
+  keys = jax.random.split(jax.random.PRNGKey(5), 2)
+  ts = (5, 6, 7, 8, 13, 2)  # starts mid-epoch, crosses epochs, goes back to epoch 0
+  over = (jax.vmap if layout == "vmap" else
+          lambda f: lambda *a: jax.lax.map(lambda b: f(*b), a))
+
+  def run(key, hp):
+    state = task.init(key, hp, data)
+    init = state
+    for t in ts:
+      state, _, _ = task.step(state, t, jax.random.PRNGKey(0), hp, data)
+    return init, state
+
+  init, got = jax.jit(over(run))(keys, hp)
+  for r, n in enumerate((24, 18)):
+    params = jax.tree_util.tree_map(lambda a: a[r], init.params)
+    velocity = jax.tree_util.tree_map(jnp.zeros_like, params)
+    for t in ts:
+      idx = train.epoch_batch(init.shuffle_key[r], t, n, 24, 6)
+      x, y = data["train_x"][0][idx], data["train_y"][0][idx]
+      grads = jax.grad(lambda p: jnp.mean(
+          train.cross_entropy(models.mlp_apply(p, x), y)))(params)
+      velocity = jax.tree_util.tree_map(lambda v, g: 0.9 * v + g, velocity, grads)
+      params = jax.tree_util.tree_map(lambda p, v: p - 0.1 * v, params, velocity)
+    for a, b in zip(jax.tree_util.tree_leaves(got.params), jax.tree_util.tree_leaves(params)):
+      np.testing.assert_allclose(a[r], b, rtol=1e-5, atol=1e-6)
 
 
 def test_width_and_data_size_sweep_is_one_run_and_learns():
