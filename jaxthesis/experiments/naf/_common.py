@@ -34,15 +34,21 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
+def with_form(flow_kwargs: dict, surjective: bool) -> dict:
+  """`autoregressive_flow` keyword arguments with the DSF / DDSF form set (others as given)."""
+  if flow_kwargs.get("transformer") not in ("dsf", "ddsf"):
+    return flow_kwargs
+  return {**flow_kwargs, "transformer_kwargs": {**flow_kwargs.get("transformer_kwargs", {}),
+                                                "surjective": surjective}}
+
+
 def build_flow(model: str, num_dims: int, direction: str, hidden: int,
                surjective: bool = True, **overrides: Any) -> flows.Flow:
   """One of `MODELS`; `surjective=False` gives DSF / DDSF in the thesis's exact, bounded
   form (Eqs. 9.8-9.10) instead of the default bijection of the real line."""
   if model not in MODELS:
     raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
-  kwargs = {**MODELS[model], **overrides}
-  if "transformer_kwargs" in kwargs and kwargs["transformer"] in ("dsf", "ddsf"):
-    kwargs["transformer_kwargs"] = {**kwargs["transformer_kwargs"], "surjective": surjective}
+  kwargs = with_form({**MODELS[model], **overrides}, surjective)
   return flows.autoregressive_flow(num_dims, hidden_sizes=(hidden, hidden),
                                    direction=direction, output_init_scale=0.1, **kwargs)
 

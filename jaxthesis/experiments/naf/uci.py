@@ -64,6 +64,7 @@ class Config:
   num_evals: int = 40
   eval_chunk: int = 1024
   max_eval_points: Optional[int] = None   # cap on the validation/test rows (None: all)
+  surjective: bool = True                 # False: the thesis's bounded DDSF
   seed: int = 0
 
   def __post_init__(self):
@@ -77,6 +78,7 @@ class Config:
                              "learning_rate", "num_seeds", "num_evals", "eval_chunk", "seed")
     if self.max_eval_points is not None:
       _config.integer(self, "max_eval_points", 1)
+    nc.check_form(self)
 
 
 def get_config(quick: bool = False, **overrides: Any) -> Config:
@@ -96,6 +98,7 @@ def add_arguments(p) -> None:
   p.add_argument("--data-dir", default=None,
                  help=f"folder holding the MAF files: {TABULAR_LAYOUT}")
   nc.add_models_argument(p, tuple(UCI_MODELS))
+  nc.add_form_argument(p)
   p.add_argument("--layers", dest="num_layers", type=_cli.positive_int("--layers"),
                  default=None, metavar="LAYERS", help="stacked MADE layers per flow (Table 9.II: 5)")
 
@@ -137,7 +140,8 @@ def run(config: Config, *, progress: bool = True,
   for model in config.models:
     flow = flows.autoregressive_flow(
         num_dims, hidden_sizes=(config.hidden, config.hidden), num_layers=config.num_layers,
-        direction="maf", permutation="reverse", output_init_scale=0.1, **UCI_MODELS[model])
+        direction="maf", permutation="reverse", output_init_scale=0.1,
+        **nc.with_form(UCI_MODELS[model], config.surjective))
 
     def loss_fn(params, key, data, flow=flow):
       rows = jax.random.randint(key, (config.batch_size,), 0, data["train"].shape[0])

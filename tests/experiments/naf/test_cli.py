@@ -17,7 +17,7 @@ OPTIONS = {
     "sine": {"--anneal", "--lr-decay"},
     "convergence": {"--models", "--anneal", "--lr-decay", "--seeds"},
     "vae": {"--seeds", "--models", "--importance", "--data", "--data-dir"},
-    "uci": {"--seeds", "--dataset", "--data-dir", "--models", "--layers"},
+    "uci": {"--seeds", "--dataset", "--data-dir", "--models", "--layers", "--bounded"},
 }
 
 

@@ -31,3 +31,24 @@ def test_chunked_mean_matches_plain_mean():
   data = jnp.arange(23.0).reshape(23, 1)
   value = naf_uci.chunked_mean(lambda rows: rows[:, 0] ** 2, data, chunk=5)
   np.testing.assert_allclose(value, float((np.arange(23.0) ** 2).mean()), rtol=1e-6)
+
+
+def test_bounded_option_selects_the_thesis_form_of_ddsf():
+  """`--bounded` (surjective=False) gives the thesis's DDSF, whose image is bounded (|z| <
+  14.5): a far base point has no data point; the default's linear tail reaches it."""
+  import jax
+  import jax.numpy as jnp
+  from jaxthesis import flows
+  from jaxthesis.experiments.naf import _common as nc
+  far = jnp.full((1, 2), 1e3)
+  for surjective in (True, False):
+    kwargs = nc.with_form(naf_uci.UCI_MODELS["ddsf"], surjective)
+    assert kwargs["transformer_kwargs"]["surjective"] is surjective
+    flow = flows.autoregressive_flow(2, hidden_sizes=(8, 8), num_layers=1, direction="maf",
+                                     **kwargs)
+    bijector = flow.distribution(flow.init(jax.random.PRNGKey(0))).bijector
+    # MAF: base -> data is the sequential solve; 1e3 lies outside the bounded image.
+    assert np.isfinite(np.asarray(bijector.forward(far))).all() == surjective
+    assert (np.abs(np.asarray(bijector.inverse(far))).max() > 15.0) == surjective
+  assert nc.with_form(naf_uci.UCI_MODELS["affine"], False) == naf_uci.UCI_MODELS["affine"]
+  assert naf_uci.get_config(surjective=False).surjective is False
