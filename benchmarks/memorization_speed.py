@@ -34,7 +34,13 @@ the variants share the machine's load):
     PyTorch's mean accuracy over its R runs agrees with jaxthesis's within their spread.
 
 Prints a table, writes results/memorization_speed.json and .png. Targets: >= 5x PyTorch on
-(a) and on (b) (vmapped), on a CPU and on a GPU.
+(a) and on (b), on a CPU and on a GPU. Both workloads are matrix products, and the run also
+measures the float32 matmul roof (a 4096² product in JAX) and prints, per workload, the
+GFLOP/s jaxthesis reached (exact matmul FLOP counts: `difficulty_step_flops`, and for LASS
+one forward and one input-gradient pass per iteration) and the rate that 5x PyTorch would
+need: where that exceeds the roof, no formulation can meet the target on that machine.
+For (b) it also times the step's products alone at the step's shapes (batch-16 GEMMs,
+`products_only_rates`, in JAX and in PyTorch): the rate one SGD run of this size can reach.
 
     python benchmarks/memorization_speed.py            # R = 100, width 512; 1,000 points
     python benchmarks/memorization_speed.py --quick    # a smoke run (seconds), torch on 1 thread
@@ -170,9 +176,12 @@ def csr_case(torch, device, args, digits, params) -> dict:
         "same": bool(gap <= tolerance and agreement >= 0.98)}
   t = _bench.time_interleaved(calls, repeats=args.repeats, warmup=0)  # warmed up above
   case["seconds"] = {k: v["median"] for k, v in t.items()}
-  # Every iteration runs the whole batch in jaxthesis: gradient (~3 passes) + check (1).
+  # jaxthesis runs the whole batch every iteration: one forward pass at the candidate (the
+  # check, and the next gradient's forward) and one backward pass for the input gradient
+  # (the same products transposed: no weight gradients); before the loop, the labels'
+  # forward pass and the first gradient (forward + backward).
   case["jaxthesis_flops"] = float(2 * mlp_macs(width) * num_points
-                                  * (1 + 4 * case["iterations"]["jaxthesis"]))
+                                  * (3 + 2 * case["iterations"]["jaxthesis"]))
   return case
 
 
@@ -251,6 +260,71 @@ def torch_difficulty(torch, device, x, y, config):
   return lambda: np.array([one_run() for _ in range(config.restarts)])
 
 
+def difficulty_step_flops(width: int, batch: int) -> int:
+  """Matmul FLOPs of one SGD step of the 784-width-width-10 MLP: the forward pass, every
+  layer's weight gradient, and the input gradients of the second and third layers (the
+  first layer's is not needed)."""
+  return 2 * batch * (2 * mlp_macs(width) + width * width + width * 10)
+
+
+def products_only_rates(torch, device, width: int, batch: int, steps: int,
+                        repeats: int) -> dict:
+  """GFLOP/s of the difficulty step's matrix products alone, at the step's shapes.
+
+  One run of `steps` SGD-like updates of a 784-width-width-10 network that keeps only the
+  products `difficulty_step_flops` counts (forward `X W1`, `H1 W2`, `H2 W3`; weight
+  gradients `XᵀG1`, `H1ᵀG2`, `H2ᵀG3`; input gradients `G3 W3ᵀ`, `G2 W2ᵀ`) with no
+  nonlinearity, loss or bias: in JAX as one `lax.scan` (a plain GEMM per product) and in
+  PyTorch eager as a Python loop. This is the rate at which batch-`batch` products of these
+  shapes run on this machine, which no formulation of one SGD run beats; both libraries'
+  rates are returned (`{"jax": ..., "torch": ...}`), so that the needed rate of a target
+  can be set beside what the products allow.
+  """
+  import jax
+  import jax.numpy as jnp
+  rng = np.random.default_rng(0)
+  sizes = [784, width, width, 10]
+  weights = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+             for a, b in zip(sizes, sizes[1:])]
+  xs = rng.standard_normal((steps, batch, 784)).astype(np.float32)
+  lr = np.float32(1e-4)
+
+  def step(ws, x):
+    w1, w2, w3 = ws
+    h1 = x @ w1
+    h2 = h1 @ w2
+    g3 = h2 @ w3              # stands in for the output gradient
+    g2 = g3 @ w3.T
+    g1 = g2 @ w2.T
+    return (w1 - lr * (x.T @ g1), w2 - lr * (h1.T @ g2), w3 - lr * (h2.T @ g3)), None
+
+  run = jax.jit(lambda ws, xs: jax.lax.scan(step, ws, xs)[0])
+  jws, jxs = tuple(jnp.asarray(w) for w in weights), jnp.asarray(xs)
+  fns = {"jax": lambda: run(jws, jxs)}
+  if torch is not None:
+    tws = [torch.tensor(w, device=device) for w in weights]
+    txs = torch.tensor(xs, device=device)
+
+    def torch_run():
+      w1, w2, w3 = (w.clone() for w in tws)
+      with torch.no_grad():
+        for x in txs:
+          h1 = x @ w1
+          h2 = h1 @ w2
+          g3 = h2 @ w3
+          g2 = g3 @ w3.T
+          g1 = g2 @ w2.T
+          w1.sub_(lr * (x.T @ g1))
+          w2.sub_(lr * (h1.T @ g2))
+          w3.sub_(lr * (h2.T @ g3))
+      return w3
+
+    fns["torch"] = torch_run
+  timings = _bench.time_interleaved(fns, repeats=repeats)
+  flops = difficulty_step_flops(width, batch) * steps
+  return {name: flops / t["best"] / 1e9 for name, t in timings.items()}
+
+
 def difficulty_case(torch, device, args, digits) -> dict:
   from jaxthesis.experiments.memorization import difficulty
   config = difficulty.get_config(args.quick)
@@ -267,7 +341,8 @@ def difficulty_case(torch, device, args, digits) -> dict:
           "batch_size": config.batch_size, "steps_per_run": steps, "restart_layout": layout,
           "seconds": {k: v["median"] for k, v in t.items()},
           "mean_train_acc": {k: float(v.mean()) for k, v in accs.items()},
-          "jaxthesis_flops": float(6 * mlp_macs(config.width) * config.batch_size * steps * r
+          "jaxthesis_flops": float(difficulty_step_flops(config.width, config.batch_size)
+                                   * steps * r
                                    + 2 * mlp_macs(config.width) * config.num_train * r)}
   # Same keys, same program: the jaxthesis variants differ by float rounding at most.
   jax_gap = float(max(np.max(np.abs(accs["vmapped"] - v)) for k, v in accs.items()
@@ -280,6 +355,8 @@ def difficulty_case(torch, device, args, digits) -> dict:
                   "torch_same": bool(gap <= 4 * spread + 0.02)})
   check["same"] = bool(check["jaxthesis_variants_equal"] and check.get("torch_same", True))
   case["check"] = check
+  case["products_only_gflops"] = products_only_rates(
+      torch, device, config.width, config.batch_size, steps, repeats=max(2, args.repeats))
   return case, first_run_params()
 
 
@@ -305,6 +382,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(threads)
   device, device_note = ("cpu", None) if torch is None else _bench.torch_device(torch)
   digits = mnist_vectors()
+  # The float32 matmul roof of this machine, measured in this run: what any formulation of
+  # these workloads (jaxthesis's or PyTorch's) can at most reach.
+  roof = _bench.matmul_peak("float32", size=1024 if args.quick else 4096)
   diff, params = difficulty_case(torch, device, args, digits)
   csr = csr_case(torch, device, args, digits, params)
 
@@ -329,6 +409,25 @@ def main(argv=None) -> int:
   for name, case in (("CSR", csr), ("difficulty", diff)):
     if "check" in case:
       print(f"{name} check: {case['check']}")
+  # The study's own layout (where it differs from vmap, i.e. on a CPU) is its speed.
+  study = next((k for k in ds if k.startswith("study layout")), "vmapped")
+  ceiling = {}
+  for name, case, ours in (("CSR", csr, cs["jaxthesis"]), ("difficulty", diff, ds[study])):
+    line = {"jaxthesis_gflops": case["jaxthesis_flops"] / ours / 1e9, "roof_gflops": roof / 1e9}
+    if "torch" in case["seconds"]:  # PyTorch does at least the same products
+      line["needed_for_5x_torch_gflops"] = (5 * case["jaxthesis_flops"]
+                                            / case["seconds"]["torch"] / 1e9)
+    if "products_only_gflops" in case:
+      line["products_only_gflops"] = case["products_only_gflops"]
+    ceiling[name] = line
+    products = line.get("products_only_gflops", {})
+    print(f"{name}: jaxthesis {line['jaxthesis_gflops']:.0f} GFLOP/s; float32 matmul roof "
+          f"measured in this run {line['roof_gflops']:.0f} GFLOP/s"
+          + (f"; the step's products alone at its shapes: "
+             + ", ".join(f"{k} {v:.0f}" for k, v in products.items()) + " GFLOP/s"
+             if products else "")
+          + (f"; 5x PyTorch would need {line['needed_for_5x_torch_gflops']:.0f} GFLOP/s"
+             if "needed_for_5x_torch_gflops" in line else ""))
   if why:
     print(why)
   else:
@@ -340,7 +439,8 @@ def main(argv=None) -> int:
   note = why or device_note or ""
   results = {"quick": bool(args.quick), "torch_device": device if torch is not None else None,
              "torch_threads": torch.get_num_threads() if torch is not None else None,
-             "csr": csr, "difficulty": diff,
+             "csr": csr, "difficulty": diff, "matmul_roof_flops": roof,
+             "ceilings": ceiling,
              "checks": {"csr_same": csr.get("check", {}).get("same"),
                         "difficulty_same": diff["check"]["same"]}}
   results["summary"] = [_bench.summary_row(

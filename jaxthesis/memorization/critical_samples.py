@@ -122,28 +122,37 @@ def lass(logits_fn: LogitsFn, x: Array, key: PRNGKey, *, alpha=ALPHA, beta=BETA,
   labels = jnp.argmax(logits_fn(x), axis=-1)
   box_low = jnp.maximum(x - radius, low)
   box_high = jnp.minimum(x + radius, high)
-  grad_fn = jax.grad(lambda z: predicted_label_loss(logits_fn, z, labels))
   per_sample = (batch,) + (1,) * (x.ndim - 1)
 
+  def loss_and_logits(z):
+    logits = logits_fn(z)
+    return predicted_label_loss(lambda _: logits, z, labels), logits
+
+  # One forward and one backward pass per iteration: the forward pass at the candidate
+  # gives both the check (has its label flipped?) and, where it has not, the next
+  # iteration's gradient, which is carried (a separate check pass would make three).
+  grad_and_logits = jax.grad(loss_and_logits, has_aux=True)
+
   def cond(carry):
-    i, _, done, _ = carry
+    i, _, _, done, _ = carry
     go = i < max_iterations
     return go & ~jnp.all(done) if early_exit else go
 
   def body(carry):
-    i, x_tilde, done, found_at = carry
+    i, x_tilde, grad, done, found_at = carry
     noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:],
                                                  x.dtype))(sample_keys)
-    step = alpha * jnp.sign(grad_fn(x_tilde)) + beta * noise
-    candidate = jnp.clip(x_tilde + step, box_low, box_high)
-    flipped = jnp.argmax(logits_fn(candidate), axis=-1) != labels
+    candidate = jnp.clip(x_tilde + alpha * jnp.sign(grad) + beta * noise, box_low, box_high)
+    grad, logits = grad_and_logits(candidate)  # used only where the search goes on
+    flipped = jnp.argmax(logits, axis=-1) != labels
     x_tilde = jnp.where(done.reshape(per_sample), x_tilde, candidate)
     newly = flipped & ~done
     found_at = jnp.where(newly, i + 1, found_at)
-    return i + 1, x_tilde, done | newly, found_at
+    return i + 1, x_tilde, grad, done | newly, found_at
 
-  init = (jnp.int32(0), x, jnp.zeros(batch, bool), jnp.zeros(batch, jnp.int32))
-  iterations, points, critical, found_at = jax.lax.while_loop(cond, body, init)
+  init = (jnp.int32(0), x, grad_and_logits(x)[0], jnp.zeros(batch, bool),
+          jnp.zeros(batch, jnp.int32))
+  iterations, points, _, critical, found_at = jax.lax.while_loop(cond, body, init)
   return LASSResult(points, critical, iterations, found_at)
 
 
