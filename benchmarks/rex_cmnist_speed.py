@@ -125,8 +125,8 @@ def time_formulations(data, restarts: int, steps: int, hp, repeats: int = 2):
   """ms per step of the same V-REx run under each `restart_axis`, interleaved, and the
   largest difference between their losses (they compute the same program).
 
-  Returns the measurements and `{restart_axis: (runner, seconds of its first run, which
-  compiled it)}`, so that a run of as many steps can reuse a compiled runner."""
+  Returns the measurements and `{restart_axis: (runner, seconds of its first run)}` (the
+  first run includes compiling), so that a run of as many steps can reuse a runner."""
   task, hparams, keys = _task(hp), _hparams(restarts, hp), _keys(restarts)
   runners = {how: engine.Runner(task, steps, eval_every=steps, chunk_size=steps,
                                 progress=False, restart_axis=how) for how in ("vmap", "map")}

@@ -122,7 +122,7 @@ def autoregressive_flow(num_dims: int, transformer: str | Transformer = "dsf", *
   def conditioner(params, x, context):
     return made.apply(params, x, context)
 
-  @jax.jit  # one compiled program: run op by op, each layer's init compiles its every op
+  @jax.jit  # one compilation, rather than one per op of every layer's init run eagerly
   def init(key: PRNGKey) -> Params:
     keys = jax.random.split(key, num_layers)
     x = jnp.zeros((num_dims,))

@@ -80,7 +80,11 @@ def _check_search_args(x, alpha, beta, radius, max_iterations, pixel_range, data
 
 def predicted_label_loss(logits_fn: LogitsFn, x: Array, labels: Array) -> Array:
   """`Σ_b ℓ(f(x_b), k_b)`: summed, so its gradient is every sample's own gradient."""
-  logp = jax.nn.log_softmax(logits_fn(x), axis=-1)
+  return _summed_label_loss(logits_fn(x), labels)
+
+
+def _summed_label_loss(logits: Array, labels: Array) -> Array:
+  logp = jax.nn.log_softmax(logits, axis=-1)
   return -jnp.sum(jnp.take_along_axis(logp, labels[:, None], axis=-1))
 
 
@@ -126,7 +130,7 @@ def lass(logits_fn: LogitsFn, x: Array, key: PRNGKey, *, alpha=ALPHA, beta=BETA,
 
   def loss_and_logits(z):
     logits = logits_fn(z)
-    return predicted_label_loss(lambda _: logits, z, labels), logits
+    return _summed_label_loss(logits, labels), logits
 
   # One forward and one backward pass per iteration: the forward pass at the candidate
   # gives both the check (has its label flipped?) and, where it has not, the next
