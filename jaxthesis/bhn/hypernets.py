@@ -230,7 +230,8 @@ def _autoregressive_hypernet(name: str, transformer: flows.Transformer, output_i
       raise ValueError(f"key is required to draw the permutations of a {name!r} hypernet")
     perms = _permutations(num_dims_, num_layers_, key) if num_layers_ else []
     made = flows.MADE(num_dims=num_dims_, num_params=transformer.num_pseudo_params,
-                      hidden_sizes=(hidden_,), output_init_scale=output_init_scale)
+                      hidden_sizes=(hidden_,), output_init_scale=output_init_scale,
+                      sort_units=False)  # the chapter-7 tables' exact arithmetic (see MADE)
 
     def conditioner(params, x, context):
       return made.apply(params, x, context)

@@ -110,7 +110,8 @@ def autoregressive_flow(num_dims: int, transformer: str | Transformer = "dsf", *
   order_key, perm_key = jax.random.split(key) if key is not None else (None, None)
   made = MADE(num_dims=num_dims, num_params=transformer.num_pseudo_params,
               hidden_sizes=hidden_sizes, ordering=make_ordering(ordering, num_dims, order_key),
-              activation=activation, output_init_scale=output_init_scale)
+              activation=activation, output_init_scale=output_init_scale,
+              param_groups=transformer.pseudo_groups)
   if permutation == "reverse":
     perms = [tuple(range(num_dims - 1, -1, -1))] * (num_layers - 1)
   elif permutation == "random":

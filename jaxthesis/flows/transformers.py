@@ -90,6 +90,10 @@ class Transformer(NamedTuple):
       False exactly where `x` is NaN: the bisection's bracket did not provably hold a
       root (y outside the image of a bounded transformer, or not finite).
     surjective: whether the map is onto R with dy/dx bounded away from zero.
+    pseudo_groups: None, or sizes summing to K of the consecutive groups the transformer
+      slices `pseudo` into (e.g. the DSF's `(3d, 1)`: its sigmoid units, then the tail);
+      a conditioner may emit each group by its own product (`MADE(param_groups=...)`),
+      which changes no value, only how fast XLA runs the slices.
   """
   name: str
   num_pseudo_params: int
@@ -100,6 +104,7 @@ class Transformer(NamedTuple):
   exact_inverse: bool = True
   inverse_and_flag: Optional[InverseAndFlagFn] = None
   surjective: bool = True
+  pseudo_groups: Optional[tuple[int, ...]] = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -593,11 +598,14 @@ def _dsf_map(hidden_units: int, delta: float, min_slope: float,
     dpseudo, dx = tangents
     dy, dlog_det = jnp.zeros_like(y), jnp.zeros_like(log_det)
     if not isinstance(dpseudo, SymbolicZero):
-      units = dpseudo[..., :3 * hidden_units]
+      # One split (not two slices): reverse mode transposes it into one concatenation of
+      # the two cotangents, which XLA cancels against a conditioner that emitted the
+      # groups separately (`pseudo_groups`); slices would transpose into padded copies.
+      units, dt = jnp.split(dpseudo, [3 * hidden_units], axis=-1)
       dy = dy + jnp.sum(jac.y_pseudo * units, axis=-1)
       dlog_det = dlog_det + jnp.sum(jac.log_det_pseudo * units, axis=-1)
       if jac.y_tail is not None:
-        dt = dpseudo[..., 3 * hidden_units]
+        dt = dt[..., 0]
         dy, dlog_det = dy + jac.y_tail * dt, dlog_det + jac.log_det_tail * dt
     if not isinstance(dx, SymbolicZero):
       dy, dlog_det = dy + jac.y_x * dx, dlog_det + jac.log_det_x * dx
@@ -680,7 +688,8 @@ def dsf_transformer(hidden_units: int = 16, *, surjective: bool = True,
 
   num_pseudo = 3 * d + (1 if surjective else 0)
   return _bisection_transformer("dsf", num_pseudo, forward_and_log_det, solve,
-                                surjective=bool(surjective))
+                                surjective=bool(surjective),
+                                pseudo_groups=(3 * d, 1) if surjective else None)
 
 
 # ------------------------------------------------------------------------------ DDSF
@@ -912,7 +921,8 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
   name = "ddsf_cwn" if cwn else "ddsf"
   num_pseudo = tail_index + (1 if surjective else 0)
   return _bisection_transformer(name, num_pseudo, forward_and_log_det, solve, init=init,
-                                check_params=check_params, surjective=bool(surjective))
+                                check_params=check_params, surjective=bool(surjective),
+                                pseudo_groups=(tail_index, 1) if surjective else None)
 
 
 def _check_units(name: str, value: Any) -> None:
