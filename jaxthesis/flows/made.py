@@ -255,12 +255,12 @@ class MADE(nn.Module):
       identical sigmoid units never separate).
     param_groups: None, or sizes summing to `num_params` that split the K outputs of each
       dimension into consecutive groups (e.g. `(48, 1)` for a DSF's 48 unit parameters
-      and its tail slope). Each group gets its own output product, read from the same
-      kernel and bias columns, and the groups are concatenated along K, so the output
-      and the parameters are those of the ungrouped MADE. Speed only: a transformer that
-      slices its pseudo-parameters along these groups then reads, and in the backward
-      pass writes, whole arrays instead of a strided part of one [..., D, K] array, which
-      XLA's CPU backend pads element by element (see `Transformer.pseudo_groups`).
+      and its tail slope). Each group is formed as its own array (see `_grouped_output`),
+      read from the same kernel and bias columns, and the groups are concatenated along
+      K, so the output and the parameters are those of the ungrouped MADE. Speed only: a
+      transformer that slices its pseudo-parameters along these groups then reads, and in
+      the backward pass writes, whole arrays instead of a strided part of one [..., D, K]
+      array, which XLA's CPU backend pads element by element (`Transformer.pseudo_groups`).
     sort_units: store the last hidden layer's units in the order of their degrees where
       the output layer is split into dense runs (see `__call__`): the same function and
       the same initial draw, without a gather of the output kernel's rows (and a scatter
