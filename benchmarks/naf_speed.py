@@ -100,24 +100,30 @@ def compiled_step(num_dims: int, hidden: int, batch_shape: tuple, surjective: bo
 
 
 def time_jax_step(num_dims: int, hidden: int, batch: np.ndarray, repeats: int,
-                  warmup: int = 3) -> dict:
+                  warmup: int = 3, seconds: float = 1.0) -> dict:
+  """Median seconds per compiled step over at least `repeats` calls and about `seconds`."""
   step, params, opt_state, fresh = compiled_step(num_dims, hidden, batch.shape)
   x = jnp.asarray(batch)
   start = time.perf_counter()
   params, opt_state, loss = step(params, opt_state, x)
   loss.block_until_ready()
   compile_seconds = time.perf_counter() - start
+  state = [params, opt_state]
+
+  def call():
+    state[0], state[1], loss = step(state[0], state[1], x)
+    loss.block_until_ready()
+
   for _ in range(warmup):
-    params, opt_state, loss = step(params, opt_state, x)
-  loss.block_until_ready()
+    call()
+  repeats = _bench.repeats_for(call, repeats, seconds)
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    params, opt_state, loss = step(params, opt_state, x)
-    loss.block_until_ready()
+    call()
     times.append(time.perf_counter() - start)
   # The first call's time includes compiling only where this call built the step.
-  return {"seconds_per_step": float(np.median(times)),
+  return {"seconds_per_step": float(np.median(times)), "repeats": repeats,
           "compile_seconds": compile_seconds if fresh else None}
 
 
@@ -140,8 +146,9 @@ def time_tail_cost(num_dims: int, hidden: int, batch: np.ndarray, repeats: int,
       state[0], state[1], loss = step(state[0], state[1], x)
       return loss
     calls[form] = call
-  probe = _bench.time_call(calls["bounded"], repeats=5, warmup=3)["median"]
-  repeats = int(min(3000, max(repeats, seconds / probe)))
+  for _ in range(3):
+    calls["bounded"]()
+  repeats = _bench.repeats_for(calls["bounded"], repeats, seconds)
   timing = _bench.time_interleaved(calls, repeats=repeats, warmup=3)
   medians = {form: t["median"] for form, t in timing.items()}
   return {"seconds_per_step": medians, "repeats": repeats,
@@ -222,6 +229,7 @@ def main(argv=None) -> int:
   dims = (2, 8) if args.quick else (2, 8, 64)
   batches = (64,) if args.quick else (64, 1024)
   repeats = 10 if args.quick else 50
+  seconds = 0.05 if args.quick else 1.0  # of timed calls per step and side (at least repeats)
   toy_steps = 200 if args.quick else 2000
   rng = np.random.default_rng(0)
 
@@ -233,12 +241,15 @@ def main(argv=None) -> int:
       for mode in modes:
         if mode != "unchanged":
           _runtime.set_allocator(mode)
-        ours = time_jax_step(d, HIDDEN[d], batch, repeats)
-        theirs = (pyro_naf.time_step(d, HIDDEN[d], batch, repeats, device=torch_device)
+        ours = time_jax_step(d, HIDDEN[d], batch, repeats, seconds=seconds)
+        theirs = (pyro_naf.time_step(d, HIDDEN[d], batch, repeats, device=torch_device,
+                                     seconds=seconds)
                   if torch is not None else None)
         per_mode[mode] = {"jaxthesis_seconds": ours["seconds_per_step"],
+                          "jaxthesis_repeats": ours["repeats"],
                           "jaxthesis_compile_seconds": ours["compile_seconds"],
-                          "pyro_seconds": theirs and theirs["seconds_per_step"]}
+                          "pyro_seconds": theirs and theirs["seconds_per_step"],
+                          "pyro_repeats": theirs and theirs["repeats"]}
       headline = per_mode["heap" if "heap" in per_mode else modes[0]]
       case = {"num_dims": d, "batch_size": b, "hidden": [HIDDEN[d]] * 2,
               "dsf_units": DSF_UNITS, "flops_per_step": step_flops(d, HIDDEN[d], b),

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+import _bench
+
 
 def make_step(num_dims: int, hidden: int, hidden_units: int = 16, learning_rate: float = 1e-3,
               seed: int = 0, device: str = "cpu"):
@@ -44,22 +46,27 @@ def make_step(num_dims: int, hidden: int, hidden_units: int = 16, learning_rate:
 
 
 def time_step(num_dims: int, hidden: int, batch: np.ndarray, repeats: int,
-              warmup: int = 3, device: str = "cpu") -> dict:
-  """Median seconds per training step on a fixed batch (numpy [B, D])."""
+              warmup: int = 3, device: str = "cpu", seconds: float = 0.0) -> dict:
+  """Median seconds per training step on a fixed batch (numpy [B, D]), over at least
+  `repeats` steps and about `seconds` (at most 3,000 steps)."""
   import torch
   x = torch.as_tensor(batch).to(device)
   step = make_step(num_dims, hidden, device=device)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-  for _ in range(warmup):
+  def call():
     step(x)
-  sync()
+    sync()
+
+  for _ in range(warmup):
+    call()
+  repeats = _bench.repeats_for(call, repeats, seconds)
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    step(x)
-    sync()
+    call()
     times.append(time.perf_counter() - start)
-  return {"seconds_per_step": float(np.median(times)), "threads": torch.get_num_threads()}
+  return {"seconds_per_step": float(np.median(times)), "repeats": repeats,
+          "threads": torch.get_num_threads()}
 
 
 def toy_training(num_steps: int, batch_size: int, hidden: int, seed: int = 0,
