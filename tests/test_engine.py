@@ -84,6 +84,28 @@ def test_second_call_does_not_retrace():
   guarded.run(keys, jnp.array([0.2, 0.2]), TARGET)
 
 
+def test_runners_of_one_task_share_the_compiled_init():
+  """A second Runner for the same Task (another layout or step count) does not trace and
+  compile the vmapped init again; the runs still agree."""
+  traces = {"n": 0}
+  task = quadratic_task()
+  init = task.init
+
+  def counting_init(key, lr, data):
+    traces["n"] += 1
+    return init(key, lr, data)
+
+  task = task._replace(init=counting_init)
+  keys = jax.random.split(jax.random.PRNGKey(1), 2)
+  a = engine.Runner(task, 6, progress=False, restart_axis="vmap").run(keys, jnp.array([0.1, 0.2]),
+                                                                      TARGET)
+  assert traces["n"] == 1
+  b = engine.Runner(task, 6, progress=False, restart_axis="map").run(keys, jnp.array([0.1, 0.2]),
+                                                                     TARGET)
+  assert traces["n"] == 1
+  np.testing.assert_allclose(a.history.losses["loss"], b.history.losses["loss"], rtol=1e-6)
+
+
 def test_nonfinite_loss_names_step_term_and_restart():
   def init(key, hp, data):
     return jnp.zeros(())
