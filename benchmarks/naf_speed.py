@@ -60,12 +60,26 @@ DSF_UNITS = 16
 LEARNING_RATE = 1e-3
 
 
+_STEPS = {}
+
+
 def make_jax_step(num_dims: int, hidden: int, surjective: bool = True):
   """`(params, opt_state, x) -> (params, opt_state, loss)`, plus initial state.
 
   `surjective=False` is the thesis's bounded DSF (Eq. 9.8 exactly), the form before the
-  linear tail; the default is the library's (onto R).
+  linear tail; the default is the library's (onto R). Built once per configuration (a
+  flow's jitted `init` takes about a second to compile); every call returns a fresh copy
+  of the initial state, since the timed steps donate theirs.
   """
+  config = (num_dims, hidden, surjective)
+  if config not in _STEPS:
+    _STEPS[config] = _build_jax_step(num_dims, hidden, surjective)
+  flow, step, params, opt_state = _STEPS[config]
+  fresh = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)
+  return flow, step, fresh(params), fresh(opt_state)
+
+
+def _build_jax_step(num_dims: int, hidden: int, surjective: bool):
   flow = flows.autoregressive_flow(num_dims, "dsf",
                                    transformer_kwargs={"hidden_units": DSF_UNITS,
                                                        "surjective": surjective},
