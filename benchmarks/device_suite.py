@@ -7,9 +7,9 @@
    (8192² on an accelerator, 4096² on a CPU, 512² with --quick).
 2. Runs each benchmark script as its own process (`python benchmarks/X.py [--quick]
    --out DIR`), with what is left of the wall-time budget as its timeout: one at a time
-   (each has the machine to itself), or `--jobs` at a time; `--quick` runs up to two at a
-   time (one per core), since a quick run checks that everything works and its times are
-   smoke figures. Scripts that are
+   (each has the machine to itself), or `--jobs` at a time; `--quick` runs one more than
+   there are cores at a time (`quick_jobs`), since a quick run checks that everything
+   works and its times are smoke figures. Scripts that are
    not there (benchmarks written later) are skipped with a line that says so; so is one
    that fails or runs out of time, with its last error line.
 3. Collects the ``"summary"`` rows every script writes into its JSON (`_bench.summary_row`)
@@ -17,6 +17,11 @@
    measured fp32 and bf16 peaks, and the ratio against the PyTorch reference on the same
    device (each script runs torch on CUDA when JAX runs on a GPU and torch has CUDA, and
    says so in its row where it has not, or where torch is not installed).
+
+With `--quick` on a CPU, the scripts compile with XLA's cheap CPU settings
+(`QUICK_CPU_XLA_FLAGS`, as the test suite does; unless XLA_FLAGS is set): a quick run checks
+that every program compiles and runs, and about half of its time was XLA optimizing them.
+Its times are smoke figures either way.
 
 Writes DIR/device_suite.json (peaks, machine, every script's status and JSON, the rows)
 and DIR/device_suite.txt (the table); DIR is benchmarks/results/device_suite[_quick].
@@ -38,6 +43,9 @@ sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
 
+QUICK_CPU_XLA_FLAGS = ("--xla_backend_optimization_level=0 "
+                       "--xla_llvm_disable_expensive_passes=true")
+
 # (script, extra arguments for a full run on an accelerator / on a CPU). The order puts the
 # issue's headline workloads first, so a tight budget still measures them.
 # "quick" is added to --quick runs on any device.
@@ -49,6 +57,14 @@ BENCHMARKS = (
     ("memorization_speed.py", {"accelerator": [], "cpu": [], "quick": []}),
     ("sharding_speed.py", {"accelerator": [], "cpu": [], "quick": []}),
 )
+
+
+def quick_jobs() -> int:
+  """Scripts a --quick run starts at a time: one more than there are cores. A quick script
+  is mostly single-threaded XLA compilation, start-up and small steps; two at a time kept
+  about 1.6 of 2 cores busy, three kept both (the quick suite took 61-62 s and 53 s on one
+  2-core machine)."""
+  return (os.cpu_count() or 1) + 1
 
 
 def _command(script: str, extra: list[str], out: str, quick: bool) -> list[str]:
@@ -140,15 +156,15 @@ def main(argv=None) -> int:
                       help="comma-separated script names to run (default: all)")
   parser.add_argument("--jobs", type=int, default=None,
                       help="scripts run at a time (default: 1, so that each has the machine "
-                           "to itself; with --quick, one per core up to 2, since a quick "
-                           "run checks that everything works and its times are smoke "
+                           "to itself; with --quick, one more than there are cores, since a "
+                           "quick run checks that everything works and its times are smoke "
                            "figures)")
   args = parser.parse_args(argv)
   if args.budget <= 0:
     parser.error(f"--budget must be > 0, got {args.budget}")
   if args.jobs is not None and args.jobs < 1:
     parser.error(f"--jobs must be >= 1, got {args.jobs}")
-  jobs = args.jobs or (max(1, min(2, os.cpu_count() or 1)) if args.quick else 1)
+  jobs = args.jobs or (quick_jobs() if args.quick else 1)
   known = [name for name, _ in BENCHMARKS]
   only = None if args.only is None else [s if s.endswith(".py") else s + ".py"
                                          for s in args.only.split(",")]
@@ -173,6 +189,9 @@ def main(argv=None) -> int:
                 + (f" ({_bench.torch_device(torch, backend)[1]})"
                    if _bench.torch_device(torch, backend)[1] else ""))
 
+  xla_flags = os.environ.get("XLA_FLAGS")
+  if args.quick and kind == "cpu" and xla_flags is None:
+    xla_flags = os.environ["XLA_FLAGS"] = QUICK_CPU_XLA_FLAGS  # the scripts' processes'
   tasks = [(script, extra[kind] + (extra["quick"] if args.quick else []),
             os.path.join(out, script[:-3]))
            for script, extra in BENCHMARKS if only is None or script in only]
@@ -201,14 +220,16 @@ def main(argv=None) -> int:
             f"measured peak ({size}² matmul): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
             f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; PyTorch: {torch_line}"
             + (f"\n{jobs} scripts at a time: they share the machine, so these times are "
-               "smoke figures, not measurements" if jobs > 1 else ""))
+               "smoke figures, not measurements" if jobs > 1 else "")
+            + (f"\nscripts run with XLA_FLAGS={xla_flags}" if xla_flags else ""))
   table = _bench.summary_table(rows, peaks, sources)
   text = "\n".join([header, table, *lines, f"suite wall time {wall:.0f} s "
                     f"(budget {args.budget:.0f} s)"])
   print(text)
   results = {"quick": bool(args.quick), "backend": backend, "peaks_flops": peaks,
              "peak_matmul_size": size, "torch": torch_line, "wall_seconds": wall,
-             "budget_seconds": args.budget, "jobs": jobs, "rows": rows, "row_sources": sources,
+             "budget_seconds": args.budget, "jobs": jobs, "xla_flags": xla_flags,
+             "rows": rows, "row_sources": sources,
              "benchmarks": statuses}
   path = _bench.write_json(results, out, "device_suite")
   with open(os.path.join(out, "device_suite.txt"), "w") as f:

@@ -366,12 +366,16 @@ def difficulty_case(torch, device, args, digits) -> dict:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   _bench.add_common_args(parser)
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=None,
+                      help="timed calls per variant (default 3; 1 with --quick, whose times "
+                           "are smoke figures)")
   parser.add_argument("--torch-threads", type=int, default=None,
                       help="torch intra-op threads (default: torch's choice; 1 with --quick). "
                            "On a machine whose cores are busy with other work, PyTorch's "
                            "spinning thread pool slows these small ops 10-100x")
   args = parser.parse_args(argv)
+  if args.repeats is None:
+    args.repeats = 1 if args.quick else 3
   if args.repeats < 1:
     parser.error(f"--repeats must be >= 1, got {args.repeats}")
   torch, why = _bench.import_torch()

@@ -77,8 +77,8 @@ def main(argv=None) -> int:
   counts = (1, 8) if args.quick else DEVICE_COUNTS  # quick: the two ends of the check
   lines = []
   for n in counts:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags.strip()}
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
                            f"{n},{batch},{steps}"], capture_output=True, text=True, env=env,
                           timeout=600)

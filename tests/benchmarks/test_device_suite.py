@@ -107,7 +107,9 @@ def test_quick_suite_runs_every_present_benchmark(tmp_path):
   assert sources.count("rex_cmnist_speed") == 1
   assert sources.count("naf_speed") == 2  # quick: D in {2, 8}, batch 64
   assert sources.count("sharding_speed") == 2  # quick: 1 and 8 simulated devices
-  assert suite["jobs"] == min(2, os.cpu_count() or 1)
+  assert suite["jobs"] == device_suite.quick_jobs() == (os.cpu_count() or 1) + 1
+  # quick on a CPU: the scripts compile with XLA's cheap settings unless XLA_FLAGS is set
+  assert suite["xla_flags"] == os.environ.get("XLA_FLAGS", device_suite.QUICK_CPU_XLA_FLAGS)
   for row in suite["rows"]:
     assert row["seconds"] > 0
     if row["flops"] is not None:
