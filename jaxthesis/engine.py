@@ -323,8 +323,8 @@ class Runner:
     self.data_axes = data_axes
     try:
       self._init = _vmapped_init(task.init)
-    except TypeError:  # an unhashable callable: not shared
-      self._init = jax.jit(jax.vmap(task.init, in_axes=(0, 0, None)))
+    except TypeError:  # an unhashable callable: its own, not shared
+      self._init = _vmapped_init.__wrapped__(task.init)
     self._chunk = jax.jit(self._run_chunk, donate_argnums=(0,))
     self._final_eval = (jax.jit(self._evaluate_all) if task.evaluate is not None else None)
 
