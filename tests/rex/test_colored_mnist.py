@@ -51,6 +51,28 @@ def test_label_noise_and_color_flip_rates():
     np.testing.assert_allclose(cm.to_grayscale(x), pixels)
 
 
+def test_color_digits_puts_each_digit_in_its_colour_channel():
+  """x is exactly the two masked channels side by side (channel 0 first), on random
+  pixels and colours, and its compiled form writes x in one fusion, without a concatenate."""
+  key_pixels, key_digits, key = jax.random.split(jax.random.PRNGKey(5), 3)
+  pixels = jax.random.uniform(key_pixels, (300, 196))
+  digits = jax.random.randint(key_digits, (300,), 0, 10)
+  x, y = cm.color_digits(key, pixels, digits, 0.3)
+  noise_key, color_key = jax.random.split(key)
+  labels = jnp.abs((digits < 5).astype(jnp.float32)
+                   - jax.random.bernoulli(noise_key, cm.LABEL_NOISE, (300,)))
+  colors = jnp.abs(labels - jax.random.bernoulli(color_key, 0.3, (300,)))
+  expected = jnp.concatenate([pixels * (colors == 0)[:, None], pixels * (colors == 1)[:, None]],
+                             axis=-1)
+  np.testing.assert_array_equal(y, labels)
+  np.testing.assert_array_equal(x, expected)
+  assert 0 < int(jnp.sum(colors)) < 300
+  hlo = jax.jit(cm.color_digits).lower(key, pixels, digits, 0.3).compile().as_text()
+  concatenates = [line for line in hlo.splitlines()
+                  if "f32[300,392]" in line and "concatenate(" in line]
+  assert not concatenates, concatenates
+
+
 def test_population_redraws_and_fixed_repeats(builtin):
   _, _, d = builtin
   x1, y1, _ = cm.sample_train_domains(jax.random.PRNGKey(0), d)
