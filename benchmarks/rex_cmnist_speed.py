@@ -66,10 +66,15 @@ def gemm_formulations(restarts: int, n: int, d_in: int, hidden: int, repeats: in
     fusion with a scalar output, no [n, H] result written), which made this "ceiling"
     faster than a plain GEMM.
 
-  Timed interleaved (`_bench.time_interleaved`). Returns `(best, median)`: each
-  `{formulation: GFLOP/s}`, from the fastest and from the median of `repeats` calls.
+  Returns `gemm_rates` of `formulation_calls`.
   """
-  fns, flops = formulation_calls(restarts, n, d_in, hidden, steps_gemms)
+  return gemm_rates(*formulation_calls(restarts, n, d_in, hidden, steps_gemms), repeats=repeats)
+
+
+def gemm_rates(fns: dict, flops: dict, repeats: int = 3) -> tuple[dict, dict]:
+  """Times `formulation_calls`'s calls interleaved (`_bench.time_interleaved`). Returns
+  `(best, median)`: each `{formulation: GFLOP/s}`, from the fastest and from the median of
+  `repeats` calls."""
   timings = _bench.time_interleaved(fns, repeats=repeats)
   return tuple({name: flops[name] / t[stat] / 1e9 for name, t in timings.items()}
                for stat in ("best", "median"))
@@ -193,15 +198,15 @@ def _keys(restarts):
 
 
 def time_jax(data, restarts: int, steps: int, hp, restart_axis: str = "auto",
-             compiled=None, ceiling: Callable[[], Any] | None = None,
-             repeats: int = 2) -> dict:
+             compiled=None, *, ceiling: Callable[[], Any], repeats: int = 2) -> dict:
   """The timed run (restarts x steps), with and without compiling. `compiled`: an
   optional `{restart_axis: (runner, seconds of its first run)}` of runners built for the
   same restarts and steps (`time_formulations`'s), used instead of compiling again.
 
-  The steady-state run is timed `repeats` times, interleaved with `ceiling` when given (a
-  GEMM formulation made as many FLOPs long as the run, `sustained`), so that the two share
-  the machine's load and clock over the same minutes; `seconds` is the median."""
+  The steady-state run is timed `repeats` times, interleaved with `ceiling` (a GEMM
+  formulation made as many FLOPs long as the run, `sustained`), so that the two share the
+  machine's load and clock over the same minutes; `seconds` and `ceiling_seconds` are the
+  medians."""
   runner = engine.Runner(_task(hp), steps, eval_every=steps, chunk_size=steps, progress=False,
                          restart_axis=restart_axis)
   keys, hparams = _keys(restarts), _hparams(restarts, hp)
@@ -218,17 +223,15 @@ def time_jax(data, restarts: int, steps: int, hp, restart_axis: str = "auto",
     results.append(runner.run(keys, hparams, data))
     return results[-1].history.losses["loss"]
 
-  fns = {"run": run, **({"ceiling": ceiling} if ceiling is not None else {})}
-  timings = _bench.time_interleaved(fns, repeats=repeats, warmup=0)
+  timings = _bench.time_interleaved({"run": run, "ceiling": ceiling}, repeats=repeats,
+                                    warmup=0)
   for result in results:
     np.testing.assert_array_equal(first.history.losses["loss"], result.history.losses["loss"])
-  out = {"seconds": timings["run"]["median"], "seconds_each": timings["run"]["times"],
-         "seconds_with_compile": with_compile, "restart_axis": runner.restart_axis,
-         "train_acc": float(np.mean(results[-1].history.evals["train_acc"][:, -1]))}
-  if ceiling is not None:
-    out["ceiling_seconds"] = timings["ceiling"]["median"]
-    out["ceiling_seconds_each"] = timings["ceiling"]["times"]
-  return out
+  return {"seconds": timings["run"]["median"], "seconds_each": timings["run"]["times"],
+          "ceiling_seconds": timings["ceiling"]["median"],
+          "ceiling_seconds_each": timings["ceiling"]["times"],
+          "seconds_with_compile": with_compile, "restart_axis": runner.restart_axis,
+          "train_acc": float(np.mean(results[-1].history.evals["train_acc"][:, -1]))}
 
 
 def time_torch(data, restarts: int, steps: int, hp, threads: int) -> dict:
@@ -279,9 +282,9 @@ def main(argv=None) -> int:
                                           shuffle_key=jax.random.PRNGKey(0))
   n = int(data.train_mask.sum())
   roof = _bench.matmul_peak("float32", size=1024 if args.quick else 4096) / 1e9
-  gemm_n = 500 if args.quick else n
-  gemms, gemms_median = gemm_formulations(restarts, gemm_n, 392, hp.hidden,
-                                          repeats=2 if args.quick else 5)
+  # kept for the sustained ceiling below, so that it times the same compiled calls
+  calls, call_flops = formulation_calls(restarts, 500 if args.quick else n, 392, hp.hidden)
+  gemms, gemms_median = gemm_rates(calls, call_flops, repeats=2 if args.quick else 5)
   probes = ({} if args.quick or args.no_flag_probes or jax.default_backend() != "cpu"
             else probe_xla_flags(restarts, n, 392, hp.hidden))
   formulations, compiled = time_formulations(data, restarts, formulation_steps, hp,
@@ -292,7 +295,6 @@ def main(argv=None) -> int:
   # and this machine's GEMM rate drifts by +-10 % from minute to minute.
   candidates = {k: v for k, v in gemms_median.items() if k != "batched_dot_highest"}
   fastest_name = max(candidates, key=candidates.get)
-  calls, call_flops = formulation_calls(restarts, gemm_n, 392, hp.hidden)
   ceiling_calls = max(1, round(flops / call_flops[fastest_name]))
   jax_result = time_jax(data, restarts, steps, hp,
                         compiled=compiled if formulation_steps == steps else None,
