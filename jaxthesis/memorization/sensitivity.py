@@ -97,7 +97,8 @@ def loss_sensitivity(loss_fn: PerExampleLoss, params: Params, past_x: Array, pas
     current_x, current_y: the minibatch L_t is measured on.
     learning_rate: SGD step size of the unrolled updates.
     valid: optional bool[K]: past steps that happened (earlier ones are skipped).
-    num_classes: if given, also the class-specific sensitivities for classes 0..C−1.
+    num_classes: if given, also the class-specific sensitivities for classes 0..C−1
+      (`total` still counts every example of the current minibatch, labels ≥ C included).
 
   Returns:
     `Sensitivity(total f32[K, B], per_class f32[C, K, B] or None)`.
@@ -119,14 +120,17 @@ def loss_sensitivity(loss_fn: PerExampleLoss, params: Params, past_x: Array, pas
     losses = loss_fn(theta, current_x, current_y) / current_y.shape[0]
     if num_classes is None:
       return jnp.sum(losses)
-    return jax.ops.segment_sum(losses, current_y, num_segments=num_classes)
+    # Row C collects the labels >= C (unique-class data has more classes than the class
+    # matrix): segment_sum drops ids outside [0, C), and L_t must keep their terms.
+    return jax.ops.segment_sum(losses, jnp.minimum(current_y, num_classes),
+                               num_segments=num_classes + 1)
 
   l1 = lambda g: jnp.sum(jnp.abs(g.reshape(g.shape[:-past_x.ndim + 2] + (-1,))), axis=-1)
   if num_classes is None:
     return Sensitivity(l1(jax.grad(class_losses)(past_x)), None)
-  jac = jax.jacrev(class_losses)(past_x)  # [C, K, B, ...]
+  jac = jax.jacrev(class_losses)(past_x)  # [C + 1, K, B, ...]
   total = jnp.sum(jac, axis=0)
-  return Sensitivity(l1(total), l1(jac))
+  return Sensitivity(l1(total), l1(jac[:num_classes]))
 
 
 # ------------------------------------------------------ the Fig. 3.3 / 3.4 training task

@@ -68,6 +68,24 @@ def test_sensitivity_matches_finite_differences():
     assert np.count_nonzero(np.asarray(out.total)) >= 4  # not a vacuous comparison
 
 
+def test_total_counts_labels_beyond_the_class_matrix():
+  # Unique-class data: labels 0..N-1 with a C = 2 class matrix. `total` is the sensitivity
+  # of the whole L_t, so it must not depend on C; it once dropped the labels >= C.
+  loss_fn, params, past_x, past_y, cur_x, cur_y = _problem()
+  full = sens.loss_sensitivity(loss_fn, params, past_x, past_y, cur_x, cur_y, 0.5)
+  for c in (1, 2, 3, 5):
+    out = sens.loss_sensitivity(loss_fn, params, past_x, past_y, cur_x, cur_y, 0.5,
+                                num_classes=c)
+    np.testing.assert_allclose(np.asarray(out.total), np.asarray(full.total), rtol=1e-5)
+    assert out.per_class.shape == (c,) + past_y.shape
+  # the class rows are unchanged by C: class 1's row with C = 2 equals it with C = 3
+  two = sens.loss_sensitivity(loss_fn, params, past_x, past_y, cur_x, cur_y, 0.5, num_classes=2)
+  three = sens.loss_sensitivity(loss_fn, params, past_x, past_y, cur_x, cur_y, 0.5,
+                                num_classes=3)
+  np.testing.assert_allclose(np.asarray(two.per_class), np.asarray(three.per_class[:2]),
+                             rtol=1e-5)
+
+
 def test_skipped_steps_have_zero_sensitivity():
   loss_fn, params, past_x, past_y, cur_x, cur_y = _problem()
   out = sens.loss_sensitivity(loss_fn, params, past_x, past_y, cur_x, cur_y, 0.1,
