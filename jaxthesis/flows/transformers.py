@@ -206,7 +206,8 @@ def _implicit_inverse(forward: ForwardFn, solve: Callable[[Params, Array, Array]
   works too; reverse mode (`jax.grad`, `jax.vjp`) transposes it, which is the custom VJP
   `x_bar -> (-x_bar / tau' * d tau/d theta, x_bar / tau')`. Nothing is differentiated
   through the bisection. Where `inverted` is False the value is NaN and the derivative 0
-  (so a loss that masks those points out keeps finite gradients). First order only.
+  (so a loss that masks those points out keeps finite gradients). Higher orders apply the
+  same rule again (the rule's primal is this function's own value).
   """
   def primal(params, pseudo, y):
     root, inverted = solve(params, pseudo, y)
@@ -219,13 +220,16 @@ def _implicit_inverse(forward: ForwardFn, solve: Callable[[Params, Array, Array]
   def jvp(primals, tangents):
     params, pseudo, y = primals
     d_params, d_pseudo, d_y = tangents
-    root, inverted = solve(params, pseudo, y)
-    safe = jnp.where(inverted, root, jnp.zeros_like(root))
+    # The primal through the custom-JVP function itself, not `solve`: differentiating this
+    # rule again (second order) then applies the rule again instead of differentiating
+    # through the bisection, whose bracket ends would pass as the root's derivative.
+    x, inverted = inverse_and_flag(params, pseudo, y)
+    safe = jnp.where(inverted, x, jnp.zeros_like(x))
     (_, log_slope), (dy_theta, _) = jax.jvp(lambda p, q: forward(p, q, safe),
                                             (params, pseudo), (d_params, d_pseudo))
     dx = jnp.where(inverted, (d_y - dy_theta) * jnp.exp(-log_slope), 0.0)
     flag_tangent = np.zeros(np.shape(inverted), jax.dtypes.float0)
-    return (jnp.where(inverted, root, jnp.nan), inverted), (dx, flag_tangent)
+    return (x, inverted), (dx, flag_tangent)
 
   inverse_and_flag.defjvp(jvp)
   return inverse_and_flag
