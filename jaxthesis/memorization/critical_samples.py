@@ -104,8 +104,9 @@ def lass(logits_fn: LogitsFn, x: Array, key: PRNGKey, *, alpha=ALPHA, beta=BETA,
     radius: half-width r of the L∞ box, in pixel units (> 0).
     max_iterations: iteration limit.
     pixel_range: the pixel scale the three values above are given in (255).
-    data_range: `(low, high)` of the data: iterates are clipped into it and the values are
-      rescaled by `(high − low) / pixel_range`. `None`: no clipping, and alpha, beta and
+    data_range: `(low, high)` of the data: iterates are clipped into it (then into the box,
+      which wins where x lies outside the range) and the values are rescaled by
+      `(high − low) / pixel_range`. `None`: no clipping, and alpha, beta and
       radius are taken in data units as they are.
     early_exit: stop once every sample is done (the default); `False` runs to the limit,
       which gives the same points and flags.
@@ -124,8 +125,12 @@ def lass(logits_fn: LogitsFn, x: Array, key: PRNGKey, *, alpha=ALPHA, beta=BETA,
   batch = x.shape[0]
   sample_keys = jax.random.split(key, batch)
   labels = jnp.argmax(logits_fn(x), axis=-1)
-  box_low = jnp.maximum(x - radius, low)
-  box_high = jnp.minimum(x + radius, high)
+  # Clipped into the data range first and into the box last, so that ‖x̂ − x‖∞ ≤ r holds
+  # also for an x outside the data range (randX noise, normalized data), where the box
+  # and the range need not meet; for x inside the range this is the clip into their
+  # intersection.
+  box_low, box_high = x - radius, x + radius
+  into_box = lambda z: jnp.clip(jnp.clip(z, low, high), box_low, box_high)
   per_sample = (batch,) + (1,) * (x.ndim - 1)
 
   def loss_and_logits(z):
@@ -146,7 +151,7 @@ def lass(logits_fn: LogitsFn, x: Array, key: PRNGKey, *, alpha=ALPHA, beta=BETA,
     i, x_tilde, grad, done, found_at = carry
     noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:],
                                                  x.dtype))(sample_keys)
-    candidate = jnp.clip(x_tilde + alpha * jnp.sign(grad) + beta * noise, box_low, box_high)
+    candidate = into_box(x_tilde + alpha * jnp.sign(grad) + beta * noise)
     grad, logits = grad_and_logits(candidate)  # used only where the search goes on
     flipped = jnp.argmax(logits, axis=-1) != labels
     x_tilde = jnp.where(done.reshape(per_sample), x_tilde, candidate)

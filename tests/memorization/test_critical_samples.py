@@ -69,6 +69,23 @@ def test_iterates_stay_in_box_and_data_range():
   assert np.abs(p - np.asarray(x)[None]).max() > 0.9 * r  # the box is actually reached
 
 
+def test_box_holds_for_points_outside_the_data_range():
+  # randX noise and normalized data leave [0, 1]: there the box [x - r, x + r] and the data
+  # range need not meet. The box must win (Eq. 3.1's constraint); clipping into the empty
+  # intersection once moved such a point to the range's edge, 0.5 away, and flagged it.
+  logits_fn = lambda z: jnp.stack([z[:, 0], jnp.full(z.shape[:1], 1.2)], axis=-1)
+  x = jnp.array([[1.5, 0.5], [-0.4, 0.5]])  # class 0 (1.5 > 1.2) by a margin of 0.3 >> r
+  r = cs.RADIUS / cs.PIXEL_RANGE
+  for out in (cs.lass(logits_fn, x, jax.random.PRNGKey(0)), cs.fgsm_search(logits_fn, x)):
+    assert np.abs(np.asarray(out.points - x)).max() <= r + 1e-6
+  assert not bool(cs.lass(logits_fn, x[:1], jax.random.PRNGKey(0)).critical[0])
+  # points inside the range are clipped into the intersection as before
+  inside = jnp.array([[0.9995, 0.0002]])
+  p = np.asarray(cs.lass(lambda z: jnp.stack([z[:, 0], 2.0 - z[:, 0]], -1), inside,
+                         jax.random.PRNGKey(0), alpha=255.0, radius=1.0).points)
+  assert p.max() <= 1.0 and p.min() >= 0.0
+
+
 def _iterated_fgsm(logits_fn, x, alpha, radius, iterations):
   """Reference: per-sample Python loop of x̃ ← clip(x̃ + α sign ∇ℓ(x̃, k)), stop when flipped."""
   x = np.asarray(x)
