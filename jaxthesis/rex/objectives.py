@@ -93,6 +93,11 @@ def domain_risks(loss_fn: LossFn, logits: ArrayLike, labels: ArrayLike,
   _checks.check_nonempty("logits", logits)
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels, logits.dtype)
+  if mask is not None and _checks.is_concrete(mask):
+    empty = np.flatnonzero(np.sum(np.asarray(mask) != 0, axis=1) == 0)
+    if empty.size:
+      raise ValueError(f"mask leaves domain(s) {empty.tolist()} empty (all zeros): an empty "
+                       "domain has no risk")
   risk = lambda z, y, m: masked_mean(loss_fn(z, y), m)
   if mask is None:
     return jax.vmap(lambda z, y: risk(z, y, None))(logits, labels)
@@ -115,6 +120,8 @@ def erm(risks: ArrayLike, domain_sizes: Optional[ArrayLike] = None) -> Array:
   _checks.check_same_shape("risks", risks, "domain_sizes", domain_sizes)
   _check_real("domain_sizes", domain_sizes)
   _checks.check_nonnegative("domain_sizes", domain_sizes)
+  if _checks.is_concrete(domain_sizes) and not np.sum(np.asarray(domain_sizes)) > 0:
+    raise ValueError(f"domain_sizes must not all be zero, got {np.asarray(domain_sizes)}")
   sizes = jnp.asarray(domain_sizes, risks.dtype)
   return jnp.sum(sizes * risks) / jnp.sum(sizes)
 
@@ -270,6 +277,10 @@ def penalty_weight_at(step: ArrayLike, penalty_weight: ArrayLike,
   This is the schedule of the IRM and REx Colored-MNIST reference code (thesis 5.4.1,
   appendix 11.1.10.1). Jittable and vmappable in every argument.
   """
+  for name, value in (("penalty_weight", penalty_weight),
+                      ("penalty_anneal_iters", penalty_anneal_iters)):
+    if _checks.is_concrete(value) and np.any(np.asarray(value) < 0):
+      raise ValueError(f"{name} must be >= 0, got {value}")
   return jnp.where(jnp.asarray(step) >= penalty_anneal_iters,
                    jnp.asarray(penalty_weight, jnp.float32), 1.0)
 

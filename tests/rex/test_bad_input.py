@@ -130,6 +130,12 @@ def test_integer_and_bool_labels_masks_and_sizes_are_cast():
      ValueError, r"logits must have shape \(3,\)"),
     (lambda: toy.six_d_objective("rex", jnp.zeros(3), jnp.zeros(3), jnp.ones((3, 5)), 1.0),
      ValueError, r"domains must be \[m, 6\]"),
+    # an empty domain once gave a risk of 0 (V-REx, MM-REx, RI saw a perfect domain)
+    (lambda: obj.domain_risks(BCE, Z2, Y2, jnp.array([[1, 1, 0, 0], [0, 0, 0, 0]])), ValueError,
+     r"mask leaves domain\(s\) \[1\] empty"),
+    (lambda: obj.erm(R3, jnp.zeros(3)), ValueError, "domain_sizes must not all be zero"),
+    (lambda: obj.penalty_weight_at(5, -3.0, 2), ValueError, "penalty_weight must be >= 0"),
+    (lambda: obj.penalty_weight_at(5, 3.0, -2), ValueError, "penalty_anneal_iters must be >= 0"),
 ])
 def test_other_bad_values_are_named(call, error, match):
   with pytest.raises(error, match=match):
