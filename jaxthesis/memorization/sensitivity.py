@@ -63,6 +63,8 @@ def sgd_unroll(loss_fn: PerExampleLoss, params: Params, xs: Array, ys: Array,
 
   Steps with `valid[k] = False` are skipped (θ unchanged).
   """
+  if _checks.is_concrete(learning_rate):  # may be a traced per-restart value
+    _check_lr(learning_rate)
   if valid is None:
     valid = jnp.ones(xs.shape[0], bool)
 

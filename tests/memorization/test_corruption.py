@@ -88,6 +88,21 @@ def test_other_bad_inputs():
     corruption.unique_class_labels(0)
   with pytest.raises(ValueError, match="factor"):
     corruption.downscale(jnp.zeros((2, 28, 28)), 3)
+  key = jax.random.PRNGKey(0)
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, num_classes = 10\)"):
+    corruption.random_labels(key, jnp.array([0, 3, 12]), 0.5, 10)
+  with pytest.raises(ValueError, match="labels must lie in"):
+    corruption.corrupt(key, jnp.zeros((2, 4)), jnp.array([-1, 2]), "labels", 0.5, 10)
+  for kind in corruption.CORRUPTIONS:  # every kind checks the inputs, not only randX
+    with pytest.raises(TypeError, match="inputs"):
+      corruption.corrupt(key, jnp.zeros((2, 4), jnp.int32), jnp.array([0, 1]), kind, 0.5, 10)
+    with pytest.raises(ValueError, match="inputs"):
+      corruption.corrupt(key, jnp.zeros(2), jnp.array([0, 1]), kind, 0.5, 10)
+  for bad in (True, 2.0):
+    with pytest.raises(ValueError, match="num_classes"):
+      corruption.random_labels(key, jnp.array([0, 1]), 0.5, bad)
+    with pytest.raises(ValueError, match="factor"):
+      corruption.downscale(jnp.zeros((2, 28, 28)), bad)
 
 
 def test_downscale_is_block_average_and_unique_labels():

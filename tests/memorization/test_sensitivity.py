@@ -94,6 +94,8 @@ def test_skipped_steps_have_zero_sensitivity():
   assert np.all(np.asarray(out.total[1]) > 0) and out.per_class is None
   with pytest.raises(ValueError, match="past_y must have shape"):
     sens.loss_sensitivity(loss_fn, params, past_x, past_y[0], cur_x, cur_y, 0.1)
+  with pytest.raises(ValueError, match="learning_rate must be a positive scalar"):
+    sens.sgd_unroll(loss_fn, params, past_x, past_y, -0.1)
 
 
 def test_sensitivity_task_accumulates_the_unrolled_gradients():
