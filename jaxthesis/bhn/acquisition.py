@@ -59,7 +59,11 @@ def select_top(scores: ArrayLike, available: ArrayLike, k: int) -> Array:
   Args:
     scores: `[B]`.
     available: boolean `[B]` (points not yet acquired).
-    k: how many to acquire (>= 1).
+    k: how many to acquire (1 <= k <= B, and <= `available.sum()` when `available` is
+      concrete).
+
+  Under tracing the number of available points cannot be checked: when fewer than k are
+  available, the remaining slots hold unavailable points (their scores are -inf).
   """
   if not isinstance(k, (int, np.integer)) or k < 1:
     raise ValueError(f"k must be a positive int, got {k!r}")
@@ -69,5 +73,10 @@ def select_top(scores: ArrayLike, available: ArrayLike, k: int) -> Array:
                      f"got {np.shape(available)}")
   if k > np.shape(scores)[0]:
     raise ValueError(f"k must be <= the pool size {np.shape(scores)[0]}, got {k}")
+  if _checks.is_concrete(available):
+    num_available = int(np.sum(np.asarray(available, bool)))
+    if k > num_available:
+      raise ValueError(f"k must be <= the number of available points (available.sum() = "
+                       f"{num_available}), got {k}")
   masked = jnp.where(jnp.asarray(available), jnp.asarray(scores), -jnp.inf)
   return jax.lax.top_k(masked, k)[1]

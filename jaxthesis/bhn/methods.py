@@ -109,7 +109,7 @@ def _point_method(name: str, primary: PrimaryNet, likelihood: Likelihood, dropou
 
   def loss(params, key, x, y, kl_weight, num_train):
     check_inputs(primary, x)
-    likelihood.check_targets(y, np.shape(x)[0])
+    likelihood.check_targets(y, np.shape(x)[0], primary.num_outputs)
     del kl_weight
     out = primary.apply(params["net"], params["theta"], x, key=key, dropout_rate=dropout_rate)
     nll = -jnp.mean(likelihood.log_prob(out, y))

@@ -34,11 +34,12 @@ class Likelihood(NamedTuple):
   Attributes:
     name: "categorical" or "gaussian".
     log_prob: `(outputs [B, K], y [B] or [B, K]) -> [B]`.
-    check_targets: `(y, batch_size) -> None`, raises on malformed targets (pre-tracing).
+    check_targets: `(y, batch_size, num_outputs=None) -> None`, raises on malformed
+      targets (pre-tracing); `num_outputs` K, the net's outputs, when known.
   """
   name: str
   log_prob: Callable[[Array, Array], Array]
-  check_targets: Callable[[ArrayLike, int], None]
+  check_targets: Callable[..., None]
 
 
 def clipped_softmax(logits: Array, clip: tuple[float, float] = PROB_CLIP) -> Array:
@@ -58,11 +59,17 @@ def categorical_likelihood(clip: Optional[tuple[float, float]] = PROB_CLIP) -> L
       log_p = jnp.log(clipped_softmax(logits, clip))
     return jnp.take_along_axis(log_p, y[..., None].astype(jnp.int32), -1)[..., 0]
 
-  def check_targets(y, batch_size):
+  def check_targets(y, batch_size, num_outputs=None):
     if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
       raise TypeError(f"y must hold integer class labels, got dtype {jnp.result_type(y)}")
     if np.shape(y) != (batch_size,):
       raise ValueError(f"y must have shape [{batch_size}], got {np.shape(y)}")
+    if num_outputs is not None and _checks.is_concrete(y) and batch_size:
+      # A label outside [0, K) would give NaN (>= K) or wrap around (< 0) in take_along_axis.
+      labels = np.asarray(y)
+      if labels.min() < 0 or labels.max() >= num_outputs:
+        raise ValueError(f"y must hold class labels in [0, {num_outputs}), got values in "
+                         f"[{labels.min()}, {labels.max()}]")
 
   return Likelihood("categorical", log_prob, check_targets)
 
@@ -76,10 +83,13 @@ def gaussian_likelihood(noise_std: float) -> Likelihood:
     z = (y - outputs) / noise_std
     return jnp.sum(-0.5 * jnp.square(z) - jnp.log(noise_std) - 0.5 * np.log(2 * np.pi), -1)
 
-  def check_targets(y, batch_size):
+  def check_targets(y, batch_size, num_outputs=None):
     _checks.check_floating("y", y)
-    if np.ndim(y) != 2 or np.shape(y)[0] != batch_size:
-      raise ValueError(f"y must have shape [{batch_size}, K], got {np.shape(y)}")
+    width = "K" if num_outputs is None else str(num_outputs)
+    if (np.ndim(y) != 2 or np.shape(y)[0] != batch_size
+        or (num_outputs is not None and np.shape(y)[1] != num_outputs)):
+      raise ValueError(f"y must have shape [{batch_size}, {width}] (K = the net's outputs), "
+                       f"got {np.shape(y)}")
 
   return Likelihood("gaussian", log_prob, check_targets)
 
@@ -99,9 +109,15 @@ def gaussian_kl(loc: Array, scale: Array, prior_precision: ArrayLike) -> Array:
 
 
 def kl_annealing(epoch: ArrayLike, num_epochs: int) -> Array:
-  """The KL weight `w = min(1, 0.001 + epoch / (epochs / 2))` of the BHN experiments."""
+  """The KL weight `w = min(1, 0.001 + epoch / (epochs / 2))` of the BHN experiments.
+
+  Args:
+    epoch: e >= 0 (any shape; checked when concrete).
+    num_epochs: E >= 1.
+  """
   if not isinstance(num_epochs, (int, np.integer)) or num_epochs < 1:
     raise ValueError(f"num_epochs must be a positive int, got {num_epochs!r}")
+  _checks.check_nonnegative("epoch", epoch)
   # `vi.linear_anneal` with start 0.001 reaching 1 at epoch 0.999 E / 2. Time is counted in
   # thousandths of an epoch because linear_anneal returns 1 throughout when its ramp is
   # shorter than one step, and for E <= 2 the ramp is shorter than one epoch.
@@ -128,7 +144,7 @@ def check_elbo_args(primary: PrimaryNet, hypernet: Hypernet, likelihood: Likelih
   if not isinstance(likelihood, Likelihood):
     raise TypeError(f"likelihood must be a Likelihood, got {type(likelihood).__name__}")
   check_inputs(primary, x)
-  likelihood.check_targets(y, np.shape(x)[0])
+  likelihood.check_targets(y, np.shape(x)[0], primary.num_outputs)
   if isinstance(num_train, (int, np.integer)):
     if num_train < 1:
       raise ValueError(f"num_train must be >= 1, got {num_train}")
@@ -151,6 +167,7 @@ def sample_outputs(primary: PrimaryNet, net_params: Params, theta: Array, x: Arr
     vectorize: vmap over samples (default) or a Python loop (the reference the tests and
       the benchmark compare against).
   """
+  _checks.check_choice("noise", noise, NOISE_SHARING)
   h = primary.features(net_params, x)  # computed once for every sample
   if noise == "minibatch":
     one = lambda t: primary.head(net_params, t, h, key=key, dropout_rate=dropout_rate)
@@ -178,7 +195,7 @@ def negative_elbo(key: PRNGKey, hyper_params: Params, net_params: Params, x: Arr
     x: inputs [B, ...]; y: targets.
     primary, hypernet, likelihood: the model.
     num_train: N, the training-set size (the KL term is divided by it).
-    kl_weight: w, the annealed weight of the KL term.
+    kl_weight: w >= 0, the annealed weight of the KL term (a scalar).
     prior_precision: lambda > 0 of the prior N(0, I / lambda).
     num_samples: S noise samples.
     noise: "minibatch" (one theta per sample shared by the minibatch, the thesis's default)
@@ -190,6 +207,8 @@ def negative_elbo(key: PRNGKey, hyper_params: Params, net_params: Params, x: Arr
   """
   check_elbo_args(primary, hypernet, likelihood, x, y, num_train, prior_precision, num_samples,
                   noise)
+  _checks.check_scalar("kl_weight", kl_weight)
+  _checks.check_nonnegative("kl_weight", kl_weight)
   shape = (num_samples,) if noise == "minibatch" else (num_samples, np.shape(x)[0])
   eps = jax.random.normal(key, shape + (hypernet.num_dims,))
   if vectorize:

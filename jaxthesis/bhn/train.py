@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxthesis import engine
+from jaxthesis import _checks, engine
 from jaxthesis.bhn.methods import Method
 from jaxthesis.bhn.objectives import kl_annealing
 from jaxthesis.typing import Array, Params, PRNGKey
@@ -42,7 +42,8 @@ def make_task(method: Method, *, num_train: int, batch_size: int, num_epochs: in
 
   Args:
     method: the `Method`.
-    num_train: N, the number of training examples in `data` (the ELBO's divisor).
+    num_train: N, the number of training examples in `data` (the ELBO's divisor);
+      `init` checks that `data["x"]` and `data["y"]` hold N examples.
     batch_size: minibatch size (<= N); an epoch is `N // batch_size` steps.
     num_epochs: E, used by the annealing (run the Runner for `E * steps_per_epoch` steps).
     learning_rate: Adam's step size (> 0).
@@ -67,6 +68,7 @@ def make_task(method: Method, *, num_train: int, batch_size: int, num_epochs: in
 
   def init(key, hparams, data):
     del hparams
+    _check_data(data, num_train)
     init_key, data_key = jax.random.split(key)
     first = jax.random.permutation(jax.random.fold_in(data_key, 0), num_train)[:init_size]
     params = method.init(init_key, data["x"][first])
@@ -86,6 +88,33 @@ def make_task(method: Method, *, num_train: int, batch_size: int, num_epochs: in
   if evaluate is not None:
     task_eval = lambda state, hparams, data: evaluate(state.params, data)
   return engine.Task(init, step, task_eval)
+
+
+def _check_data(data, num_train: int) -> None:
+  """`data["x"]` and `data["y"]` hold exactly `num_train` examples (shapes are static)."""
+  for field in ("x", "y"):
+    if field not in data:
+      raise ValueError(f"data must hold {field!r}, got keys {sorted(data)}")
+    rows = np.shape(data[field])[:1]
+    if rows != (num_train,):
+      raise ValueError(f"data[{field!r}] must hold num_train = {num_train} examples, got "
+                       f"shape {np.shape(data[field])}")
+
+
+def _check_subset(x, indices, count) -> None:
+  """`1 <= count <= len(indices)` and `0 <= indices < len(x)`, each when concrete."""
+  if np.ndim(indices) != 1:
+    raise ValueError(f"indices must have shape [L], got {np.shape(indices)}")
+  size, pool = np.shape(indices)[0], np.shape(x)[0]
+  if np.ndim(count) != 0:
+    raise ValueError(f"count must be a scalar, got shape {np.shape(count)}")
+  if _checks.is_concrete(count) and not 1 <= int(np.asarray(count)) <= size:
+    raise ValueError(f"count must be in [1, len(indices) = {size}], got {count!r}")
+  if size and _checks.is_concrete(indices):
+    positions = np.asarray(indices)
+    if positions.min() < 0 or positions.max() >= pool:
+      raise ValueError(f"indices must be positions in [0, len(x) = {pool}), got values in "
+                       f"[{positions.min()}, {positions.max()}]")
 
 
 def _optimizer(learning_rate: float, clip_norm: float) -> optax.GradientTransformation:
@@ -116,7 +145,8 @@ def subset_trainer(method: Method, *, batch_size: int, num_epochs: int,
 
   Returns `train(params, key, x, y, indices, count, num_train=None) -> (params, mean loss
   of the last epoch, bad)`: `indices [L]` are positions into `x, y` whose first `count` (a
-  traced int, `1 <= count <= L`) are the labelled examples. It runs `num_epochs` epochs of
+  traced int, `1 <= count <= L`) are the labelled examples (`count` and `0 <= indices <
+  len(x)` are checked where concrete). It runs `num_epochs` epochs of
   `ceil(count / batch_size)` steps (Adam with a fresh state, the KL weight annealed over
   the epochs as in `make_task`); the ELBO's N is `num_train` (a traced scalar; None: N =
   count, the ELBO of the labelled set alone); epoch e visits the labelled examples in a
@@ -147,6 +177,7 @@ def subset_trainer(method: Method, *, batch_size: int, num_epochs: int,
         optax.adam(optax.linear_schedule(0.0, learning_rate, int(warmup_steps))))
 
   def train(params, key, x, y, indices, count, num_train=None):
+    _check_subset(x, indices, count)
     count = jnp.asarray(count, jnp.int32)
     n_kl = count.astype(jnp.float32) if num_train is None else jnp.asarray(num_train, jnp.float32)
     spe = (count + batch_size - 1) // batch_size

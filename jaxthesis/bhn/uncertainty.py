@@ -38,11 +38,18 @@ def _check_predictive(p: ArrayLike, name: str = "probs") -> None:
     raise ValueError(f"{name} must have shape [B, C], got {np.shape(p)}")
 
 
-def _check_labels(labels: ArrayLike, n: int, name: str = "labels") -> None:
+def _check_labels(labels: ArrayLike, n: int, num_classes: int, name: str = "labels") -> None:
+  """Integer labels `[n]`, each in `[0, num_classes)` when concrete."""
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise TypeError(f"{name} must hold integer labels, got dtype {jnp.result_type(labels)}")
   if np.shape(labels) != (n,):
     raise ValueError(f"{name} must have shape [{n}], got {np.shape(labels)}")
+  if n and _checks.is_concrete(labels):
+    # Out-of-range labels index past the classes (NaN) or wrap around (negative) silently.
+    values = np.asarray(labels)
+    if values.min() < 0 or values.max() >= num_classes:
+      raise ValueError(f"{name} must be class labels in [0, {num_classes}), got values in "
+                       f"[{values.min()}, {values.max()}]")
 
 
 def sample_probabilities(logits: ArrayLike, clip: bool = True) -> Array:
@@ -111,7 +118,7 @@ def score(name: str, probs: ArrayLike) -> Array:
 def nll(probs: ArrayLike, labels: ArrayLike) -> Array:
   """Mean negative log predictive probability of the labels; probs [B, C]."""
   _check_predictive(probs)
-  _check_labels(labels, np.shape(probs)[0])
+  _check_labels(labels, *np.shape(probs))
   p = jnp.take_along_axis(jnp.asarray(probs), jnp.asarray(labels)[:, None], -1)[:, 0]
   return -jnp.mean(jnp.log(p + _LOG_EPS))
 
@@ -119,7 +126,7 @@ def nll(probs: ArrayLike, labels: ArrayLike) -> Array:
 def brier(probs: ArrayLike, labels: ArrayLike) -> Array:
   """Brier score `mean_i sum_c (p_ic - [y_i = c])^2`; probs [B, C]."""
   _check_predictive(probs)
-  _check_labels(labels, np.shape(probs)[0])
+  _check_labels(labels, *np.shape(probs))
   onehot = jax.nn.one_hot(labels, np.shape(probs)[1])
   return jnp.mean(jnp.sum(jnp.square(jnp.asarray(probs) - onehot), -1))
 
@@ -134,7 +141,7 @@ def reliability(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> dict
       "edges": [M + 1]}` (empty bins: confidence and accuracy 0).
   """
   _check_predictive(probs)
-  _check_labels(labels, np.shape(probs)[0])
+  _check_labels(labels, *np.shape(probs))
   if not isinstance(num_bins, (int, np.integer)) or num_bins < 1:
     raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
   probs = jnp.asarray(probs)
