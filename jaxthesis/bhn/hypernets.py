@@ -32,6 +32,10 @@ from jaxthesis import _checks, flows
 from jaxthesis.typing import Array, ArrayLike, Params, PRNGKey
 
 MIN_SCALE = 1e-3
+# RealNVP log-scales are exact on [-LOG_SCALE_LINEAR, LOG_SCALE_LINEAR] and saturate
+# smoothly at +-LOG_SCALE_BOUND beyond (`_bounded_log_scale`).
+LOG_SCALE_LINEAR = 4.0
+LOG_SCALE_BOUND = 6.0
 
 
 class Hypernet(NamedTuple):
@@ -71,12 +75,28 @@ class Hypernet(NamedTuple):
     return theta, log_base - log_det
 
 
+def _bounded_log_scale(raw: Array) -> Array:
+  """`raw` on [-a, a] (a = LOG_SCALE_LINEAR), beyond it `sign(raw) (a + (b - a) tanh((|raw| -
+  a) / (b - a)))`, which meets it with slopes 1 and 0 curvature and tends to +-b
+  (b = LOG_SCALE_BOUND).
+
+  An unbounded `exp(raw)` compounds across couplings: each scales the half that the next
+  one's MLP reads, so at moderate parameters the magnitudes grew doubly exponentially
+  through 4 couplings to inf. Bounded, a coupling scales by at most e^b (about 400).
+  """
+  a, b = LOG_SCALE_LINEAR, LOG_SCALE_BOUND
+  excess = jnp.abs(raw) - a
+  saturated = jnp.sign(raw) * (a + (b - a) * jnp.tanh(excess / (b - a)))
+  return jnp.where(excess > 0, saturated, raw)
+
+
 class Coupling(distrax.Bijector):
   """A RealNVP affine coupling layer (Dinh et al.), as used by the BHN of Section 7.4.
 
   `y_1 = x_1`, `y_2 = x_2 * s(x_1) + t(x_1)` with `x_1 = x[:d]`, `x_2 = x[d:]`,
-  `d = D // 2`, `(log-scale, t) = MLP(x_1)` (one hidden ReLU layer) and
-  `s = exp(log-scale) + 1e-3`; `log|det| = sum log s`.
+  `d = D // 2`, `(r, t) = MLP(x_1)` (one hidden ReLU layer) and `s = exp(c(r)) + 1e-3`;
+  `log|det| = sum log s`. `c` is the identity on [-4, 4] and saturates smoothly at +-6
+  (`_bounded_log_scale`), so stacked couplings stay finite at moderate parameters.
 
   Args:
     params: `{"w1": [d, H], "b1": [H], "w2": [H, 2 (D - d)], "b2": [2 (D - d)]}`.
@@ -93,7 +113,7 @@ class Coupling(distrax.Bijector):
     p = self.params
     out = jax.nn.relu(x1 @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
     raw, shift = jnp.split(out, 2, axis=-1)
-    return jnp.exp(raw) + MIN_SCALE, shift
+    return jnp.exp(_bounded_log_scale(raw)) + MIN_SCALE, shift
 
   def _check(self, name: str, x: Any) -> None:
     _checks.check_floating(name, x)

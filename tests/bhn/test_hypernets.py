@@ -91,6 +91,31 @@ def test_realnvp_inverse_round_trip():
   np.testing.assert_allclose(inv_log_det, -log_det, atol=1e-4)
 
 
+def test_deep_realnvp_stays_finite_at_moderate_parameters():
+  # With an unbounded exp(log-scale), 4 couplings at this perturbation gave inf / NaN
+  # (each coupling scales what the next one reads: 2.4 -> 5.0 -> 22.8 -> 2.5e16 -> inf).
+  dim = 20
+  h = bhn.make_hypernet("realnvp", dim, num_layers=8, hidden_units=64, key=jax.random.PRNGKey(7))
+  params = _perturbed(h.init(KEY), scale=0.3)
+  eps = jax.random.normal(jax.random.PRNGKey(9), (64, dim))
+  theta, log_q = jax.jit(h.transform)(params, eps)
+  assert np.all(np.isfinite(theta)) and np.all(np.isfinite(log_q))
+  back, _ = jax.jit(lambda p, t: h.bijector(p).inverse_and_log_det(t))(params, theta)
+  assert np.all(np.isfinite(back))
+  # the bound is exact inside [-4, 4] and smooth, increasing and bounded by 6 outside
+  from jaxthesis.bhn.hypernets import _bounded_log_scale
+  r = jnp.linspace(-30.0, 30.0, 601)
+  c = _bounded_log_scale(r)
+  inside = np.abs(np.asarray(r)) <= 4.0
+  np.testing.assert_array_equal(np.asarray(c)[inside], np.asarray(r)[inside])
+  # non-decreasing up to float32 tanh's last-ulp wobble near saturation
+  assert np.all(np.diff(np.asarray(c)) >= -1e-6) and np.abs(np.asarray(c)).max() <= 6.0
+  near = np.abs(np.asarray(r)) <= 8.0  # strictly increasing until float32 saturates
+  assert np.all(np.diff(np.asarray(c)[near]) > 0)
+  slope = jax.vmap(jax.grad(_bounded_log_scale))(jnp.array([3.999, 4.001, -4.001]))
+  np.testing.assert_allclose(slope, 1.0, atol=1e-3)
+
+
 def test_bad_inputs_name_the_argument():
   with pytest.raises(ValueError, match="name"):
     bhn.make_hypernet("glow", D)
