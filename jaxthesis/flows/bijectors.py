@@ -62,7 +62,8 @@ class AutoregressiveBijector(distrax.Bijector):
     num_dims: D, the event size.
     direction: "maf" (parallel inverse) or "iaf" (parallel forward); see the module doc.
     context: optional conditioning input [..., C] broadcast against the event batch, for
-      amortized / conditional flows.
+      amortized / conditional flows; its batch shape must broadcast against that of every
+      point the bijector is applied to (checked, naming `context`).
   """
 
   def __init__(self, conditioner: ConditionerFn, conditioner_params: Params,
@@ -73,11 +74,12 @@ class AutoregressiveBijector(distrax.Bijector):
     if not isinstance(transformer, Transformer):
       raise TypeError(f"transformer must be a jaxthesis.flows.Transformer, got "
                       f"{type(transformer).__name__}")
-    if not isinstance(num_dims, (int, np.integer)) or num_dims < 1:
-      raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
+    _checks.check_positive_int("num_dims", num_dims)
     _checks.check_choice("direction", direction, DIRECTIONS)
     if context is not None:
       _checks.check_floating("context", context)
+      if np.ndim(context) < 1:
+        raise ValueError(f"context must have shape [..., C], got {np.shape(context)}")
     super().__init__(event_ndims_in=1)
     self.conditioner = conditioner
     self.conditioner_params = conditioner_params
@@ -93,6 +95,14 @@ class AutoregressiveBijector(distrax.Bijector):
     _checks.check_floating(name, x)
     if np.ndim(x) < 1 or np.shape(x)[-1] != self.num_dims:
       raise ValueError(f"{name} must have shape [..., {self.num_dims}], got {np.shape(x)}")
+    if self.context is not None:
+      batch, context_batch = np.shape(x)[:-1], np.shape(self.context)[:-1]
+      try:
+        np.broadcast_shapes(batch, context_batch)
+      except ValueError:
+        raise ValueError(f"context's batch shape {context_batch} (context shape "
+                         f"{np.shape(self.context)}) must broadcast against the batch shape "
+                         f"{batch} of {name} {np.shape(x)}") from None
 
   def _pseudo(self, x: Array) -> Array:
     return self.conditioner(self.conditioner_params, x, self.context)
@@ -121,7 +131,9 @@ class AutoregressiveBijector(distrax.Bijector):
     every scalar transformer equation, which fixes the i-th dimension of the ordering (the
     earlier ones are already exact), so after D sweeps all are. The sweeps are a
     `fori_loop`, the scalar solves bisection, so this jits; it is differentiable (see the
-    module docstring). NaN where `y` has no inverse (bounded transformers only).
+    module docstring). NaN where `y` has no inverse (bounded transformers only). A
+    float16 / bfloat16 `y` is promoted with the conditioner's outputs (float32), as the
+    parallel direction promotes it, and the result has that dtype.
 
     Args:
       y: points [..., D].
@@ -129,12 +141,15 @@ class AutoregressiveBijector(distrax.Bijector):
     """
     self._check_event(name, y)
     tp = self.transformer_params
-    # Broadcast y against the context's batch shape so the loop carry keeps one shape.
-    shape = jax.eval_shape(self._pseudo, y).shape[:-1]
-    y = jnp.broadcast_to(y, shape)
+    # Broadcast y against the context's batch shape, and promote it as the parallel
+    # direction does (a float16 / bfloat16 y meets the conditioner's float32 outputs), so
+    # the loop carry keeps one shape and dtype and every solve runs in that dtype.
+    pseudo = jax.eval_shape(self._pseudo, y)
+    dtype = jnp.promote_types(pseudo.dtype, jnp.result_type(y))
+    y = jnp.broadcast_to(jnp.asarray(y, dtype), pseudo.shape[:-1])
 
     def sweep(_, x):
-      return self.transformer.inverse(tp, self._pseudo(x), y)
+      return self.transformer.inverse(tp, self._pseudo(x), y).astype(dtype)
 
     x = jax.lax.fori_loop(0, self.num_dims, sweep, jnp.zeros_like(y))
     _, log_det = self._transform_and_log_det(x)
@@ -163,12 +178,13 @@ class Permute(distrax.Bijector):
   condition on other variables first.
 
   Args:
-    permutation: a permutation of range(D).
+    permutation: a permutation of range(D), D >= 1 (ints, not bools).
   """
 
   def __init__(self, permutation: Sequence[int]):
     perm = np.asarray(permutation)
-    if perm.ndim != 1 or sorted(perm.tolist()) != list(range(perm.size)):
+    if (perm.ndim != 1 or perm.size == 0 or perm.dtype == bool
+        or sorted(perm.tolist()) != list(range(perm.size))):
       raise ValueError(f"permutation must be a permutation of range(D), got {permutation!r}")
     super().__init__(event_ndims_in=1, is_constant_jacobian=True)
     self.permutation = tuple(int(i) for i in perm)

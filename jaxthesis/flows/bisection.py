@@ -27,7 +27,11 @@ class Solution(NamedTuple):
     root: the approximate roots [S].
     bracketed: bool [S], whether `fn(lower) <= target <= fn(upper)` held, i.e. whether the
       bracket provably contained a root; where it is False, `root` is only the bracket end
-      nearer the target and is no solution.
+      nearer the target and is no solution. Where `fn(lower) == target` bisection
+      converges to `lower`: a root, but on a map that has flattened to float resolution
+      there (e.g. a bounded DDSF at -4^24 in float32) only one end of a wide preimage,
+      possibly far from the point that was mapped; `unflag_flat_roots` flags roots whose
+      slope underflows.
   """
   root: Array
   bracketed: Array
@@ -120,7 +124,9 @@ def solve_increasing(fn: Callable[[Array], Array], target: ArrayLike, lower: Arr
 
   Two more evaluations of `fn` check `fn(lower) <= target <= fn(upper)` (and that both
   are finite) at the start; bisection keeps that invariant, so where it holds the root
-  lies in the final bracket.
+  lies in the final bracket. (Not `fn(lower) < target`: a root exactly at a bracket end,
+  e.g. one that `expand_bracket` tried, must stay bracketed where two compilations of
+  `fn` differ in the last bit; see `Solution` for maps that are flat at `lower`.)
 
   Args:
     fn: elementwise increasing function, `x.shape -> x.shape`.
@@ -141,6 +147,31 @@ def solve_increasing(fn: Callable[[Array], Array], target: ArrayLike, lower: Arr
   f_lo, f_hi = fn(lower), fn(upper)
   bracketed = (f_lo <= target) & (target <= f_hi) & jnp.isfinite(f_lo) & jnp.isfinite(f_hi)
   return Solution(_halve(fn, target, lower, upper, int(num_steps)), bracketed)
+
+
+def unflag_flat_roots(solution: Solution, log_slope: ArrayLike) -> Solution:
+  """`solution` with `bracketed` False where the slope at the root underflows.
+
+  Where a bounded map has flattened to float resolution, every point of a wide interval
+  maps to the target, and bisection returns one end of it, possibly far from the point
+  that was mapped; there `dx/dy = exp(-log_slope)` overflows. Such a root is no usable
+  inverse, so it is flagged (the bijectors turn it into NaN, never a far-away finite
+  value). Roots with `log_slope > log(tiny)` of the root's dtype (about -87 in float32)
+  are kept as they were.
+
+  Args:
+    solution: a `Solution` of `solve_increasing`, roots [S].
+    log_slope: `log fn'(root)` [S] (NaN or -inf also unflag the root).
+
+  Returns:
+    The `Solution` with the same roots.
+  """
+  if not isinstance(solution, Solution):
+    raise TypeError(f"solution must be a bisection.Solution, got {type(solution).__name__}")
+  _checks.check_floating("log_slope", log_slope)
+  _checks.check_same_shape("solution.root", solution.root, "log_slope", log_slope)
+  floor = math.log(float(jnp.finfo(jnp.result_type(solution.root)).tiny))
+  return solution._replace(bracketed=solution.bracketed & (jnp.asarray(log_slope) > floor))
 
 
 def expand_bracket(fn: Callable[[Array], Array], target: ArrayLike, num_expansions: int,

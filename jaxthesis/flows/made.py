@@ -7,7 +7,8 @@ of Eq. 9.4 of the thesis, computed for every t in one pass.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -39,8 +40,7 @@ def make_ordering(kind: str, num_dims: int, key: Optional[PRNGKey] = None
     A permutation of range(D): element i is the dimension generated i-th.
   """
   _checks.check_choice("kind", kind, ORDERINGS)
-  if not isinstance(num_dims, (int, np.integer)) or num_dims < 1:
-    raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
+  _checks.check_positive_int("num_dims", num_dims)
   if kind == "natural":
     return tuple(range(num_dims))
   if kind == "reversed":
@@ -163,6 +163,38 @@ def _permuted(init, order: np.ndarray, axis: int):
   return permuted_init
 
 
+def check_made_config(*, num_dims: Any, hidden_sizes: Any, activation: Any,
+                      output_init_scale: Any, num_params: Any = None) -> None:
+  """Validates MADE's static settings in Python, naming the argument (bools are rejected).
+
+  `num_params` None skips its check (a flow checks the rest before its transformer, which
+  sets K, is built).
+
+  Raises:
+    ValueError: `num_dims` or `num_params` not a positive int, `hidden_sizes` not a
+      sequence of positive ints, `activation` not in `ACTIVATIONS`, `output_init_scale`
+      not a finite number >= 0.
+  """
+  _checks.check_positive_int("num_dims", num_dims)
+  if num_params is not None:
+    _checks.check_positive_int("num_params", num_params)
+  try:
+    sizes = None if isinstance(hidden_sizes, (str, bytes)) else tuple(hidden_sizes)
+  except TypeError:
+    sizes = None
+  if sizes is None or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1
+                          for h in sizes):
+    raise ValueError(f"hidden_sizes must be a sequence of positive ints, got {hidden_sizes!r}")
+  if not isinstance(activation, str) or activation not in ACTIVATIONS:
+    raise ValueError(f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}; "
+                     f"got {activation!r}")
+  if (isinstance(output_init_scale, bool)
+      or not isinstance(output_init_scale, (int, float, np.integer, np.floating))
+      or not math.isfinite(output_init_scale) or output_init_scale < 0):
+    raise ValueError(f"output_init_scale must be a finite number >= 0, got "
+                     f"{output_init_scale!r}")
+
+
 def _check_groups(groups: Optional[Sequence[int]], num_params: int) -> tuple[int, ...]:
   if groups is None:
     return (num_params,)
@@ -267,6 +299,9 @@ class MADE(nn.Module):
       of its gradient) in every step. It changes the order of one sum in the backward
       pass, so results differ from `sort_units=False` by float rounding; the BHN
       hypernets keep `False`, so that the chapter-7 tables stay reproducible to the bit.
+
+  The settings are checked at construction (`check_made_config`, and `param_groups`),
+  each error naming its attribute.
   """
   num_dims: int
   num_params: int
@@ -277,14 +312,20 @@ class MADE(nn.Module):
   param_groups: Optional[Sequence[int]] = None
   sort_units: bool = True
 
+  def __post_init__(self):
+    # At construction, so that a bad setting never reaches a division by (D - 1) or a
+    # reshape by K in the traced call.
+    check_made_config(num_dims=self.num_dims, num_params=self.num_params,
+                      hidden_sizes=self.hidden_sizes, activation=self.activation,
+                      output_init_scale=self.output_init_scale)
+    _check_groups(self.param_groups, self.num_params)
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x: Array, context: Optional[Array] = None) -> Array:
     d, k = self.num_dims, self.num_params
     if x.shape[-1:] != (d,):
       raise ValueError(f"x must have shape [..., {d}], got {x.shape}")
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
-                       f"got {self.activation!r}")
     groups = _check_groups(self.param_groups, k)
     ordering = tuple(range(d)) if self.ordering is None else self.ordering
     # The masks are formed from the small degree vectors inside the compiled step (fused

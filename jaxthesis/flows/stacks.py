@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxthesis import _checks
 from jaxthesis.flows.bijectors import DIRECTIONS, AutoregressiveBijector, Permute
-from jaxthesis.flows.made import MADE, ORDERINGS, make_ordering
+from jaxthesis.flows.made import MADE, ORDERINGS, check_made_config, make_ordering
 from jaxthesis.flows.transformers import TRANSFORMERS, Transformer, make_transformer
 from jaxthesis.typing import Array, Params, PRNGKey
 
@@ -73,27 +73,31 @@ def autoregressive_flow(num_dims: int, transformer: str | Transformer = "dsf", *
     ordering: MADE ordering of the first layer ("natural", "reversed", "random").
     permutation: between layers: "reverse", "random" (needs `key`) or "none".
     final_affine: add a learned elementwise affine `y = shift + exp(log_scale) x` at the
-      data end (starts as the identity).
+      data end (starts as the identity); a bool.
     context_size: size C of an optional conditioning input; `bijector(params, context)`
       then requires `context` [..., C].
-    activation: MADE activation.
-    output_init_scale: scale of MADE's output kernel at init (near-identity start).
+    activation: MADE activation, one of `made.ACTIVATIONS`.
+    output_init_scale: scale of MADE's output kernel at init (near-identity start), a
+      finite number >= 0.
     key: PRNG key for random orderings / permutations (resolved now, statically).
 
   Returns:
     A `Flow`.
   """
-  if not isinstance(num_dims, (int, np.integer)) or num_dims < 1:
-    raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
-  if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
-    raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+  _checks.check_positive_int("num_layers", num_layers)
+  # num_dims, hidden_sizes, activation and output_init_scale: as MADE checks them (bools
+  # are no counts), here at construction, before the transformer is built.
+  check_made_config(num_dims=num_dims, hidden_sizes=hidden_sizes, activation=activation,
+                    output_init_scale=output_init_scale)
   hidden_sizes = tuple(hidden_sizes)
-  if any(not isinstance(h, (int, np.integer)) or h < 1 for h in hidden_sizes):
-    raise ValueError(f"hidden_sizes must be positive ints, got {hidden_sizes!r}")
   _checks.check_choice("direction", direction, DIRECTIONS)
   _checks.check_choice("ordering", ordering, ORDERINGS)
   _checks.check_choice("permutation", permutation, PERMUTATIONS)
-  if context_size is not None and (not isinstance(context_size, (int, np.integer))
+  if not isinstance(final_affine, (bool, np.bool_)):
+    raise TypeError(f"final_affine must be a bool, got {type(final_affine).__name__} "
+                    f"{final_affine!r}")
+  if context_size is not None and (isinstance(context_size, bool)
+                                   or not isinstance(context_size, (int, np.integer))
                                    or context_size < 1):
     raise ValueError(f"context_size must be a positive int or None, got {context_size!r}")
   if (ordering == "random" or permutation == "random") and key is None:

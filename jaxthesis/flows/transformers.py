@@ -164,20 +164,22 @@ def _checked(transformer: Transformer, check_params: Optional[Callable[[Any], No
     check_transformer_inputs(transformer, pseudo, x, name)
     if check_params is not None:
       check_params(params)
+    # Python scalars, lists and numpy arrays become arrays, which every map can slice.
+    return jnp.asarray(pseudo), jnp.asarray(x)
 
   @functools.wraps(raw_forward)
   def forward_and_log_det(params, pseudo, x):
-    check(params, pseudo, x, "x")
+    pseudo, x = check(params, pseudo, x, "x")
     return raw_forward(params, pseudo, x)
 
   @functools.wraps(raw_inverse)
   def inverse(params, pseudo, y):
-    check(params, pseudo, y, "y")
+    pseudo, y = check(params, pseudo, y, "y")
     return raw_inverse(params, pseudo, y)
 
   @functools.wraps(raw_flagged)
   def inverse_and_flag(params, pseudo, y):
-    check(params, pseudo, y, "y")
+    pseudo, y = check(params, pseudo, y, "y")
     return raw_flagged(params, pseudo, y)
 
   return transformer._replace(forward_and_log_det=forward_and_log_det, inverse=inverse,
@@ -688,6 +690,10 @@ def dsf_transformer(hidden_units: int = 16, *, surjective: bool = True,
       pad = 1e-3 * (1 + jnp.abs(lo) + jnp.abs(hi))  # rounding slack around the exact bracket
       lo, hi = lo - pad, hi + pad
       steps = num_bisection_steps or 36 + int(jnp.finfo(y.dtype).nmant) + 1
+      # Where the bounded map has flattened to float resolution the root is no inverse.
+      solution = bisection.solve_increasing(fn, y, lo, hi, steps)
+      return bisection.unflag_flat_roots(
+          solution, forward_and_log_det(params, pseudo, solution.root)[1])
     return bisection.solve_increasing(fn, y, lo, hi, steps)
 
   num_pseudo = 3 * d + (1 if surjective else 0)
@@ -918,8 +924,16 @@ def ddsf_transformer(hidden_units: int = 16, num_layers: int = 2, *,
     else:
       fn = lambda x: bounded_map(params, pseudo, x, False)[0]
       lo, hi = bisection.expand_bracket(fn, y, num_bracket_expansions)
+      # Rounding slack (lo <= -1, hi >= 1): a root exactly at a growth point (y = f(1))
+      # stays strictly inside where this compilation of f differs from y's in the last bit.
+      slack = 1.0 + 2.0 ** -10
+      lo, hi = lo * slack, hi * slack
       steps = num_bisection_steps or bisection.steps_to_resolution(
-          2.0 * 4.0 ** num_bracket_expansions, y.dtype)
+          2.0 * 4.0 ** num_bracket_expansions * slack, y.dtype)
+      # Where the bounded map has flattened to float resolution the root is no inverse.
+      solution = bisection.solve_increasing(fn, y, lo, hi, steps)
+      return bisection.unflag_flat_roots(
+          solution, forward_and_log_det(params, pseudo, solution.root)[1])
     return bisection.solve_increasing(fn, y, lo, hi, steps)
 
   name = "ddsf_cwn" if cwn else "ddsf"
