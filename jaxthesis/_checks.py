@@ -5,7 +5,7 @@ Every check names the argument, what was expected and what came in.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -88,6 +88,19 @@ def check_differentiable(name: str, x: Any) -> None:
   if isinstance(x, (int, float)) and not isinstance(x, bool):
     return
   check_floating(name, x)
+
+
+def check_below(name: str, x: Any, upper: int, what: str = "values",
+                upper_name: Optional[str] = None) -> None:
+  """Integers (class labels, positions) in `[0, upper)` when `x` is concrete and non-empty
+  (no-op under tracing); `upper_name` says what the bound is in the message."""
+  if not is_concrete(x) or np.size(x) == 0:
+    return
+  arr = np.asarray(x)
+  if arr.min() < 0 or arr.max() >= upper:
+    bound = f"{upper_name} = {upper}" if upper_name else str(upper)
+    raise ValueError(f"{name} must hold {what} in [0, {bound}), got values in "
+                     f"[{arr.min()}, {arr.max()}]")
 
 
 def check_positive_int(name: str, value: Any) -> None:

@@ -64,12 +64,9 @@ def categorical_likelihood(clip: Optional[tuple[float, float]] = PROB_CLIP) -> L
       raise TypeError(f"y must hold integer class labels, got dtype {jnp.result_type(y)}")
     if np.shape(y) != (batch_size,):
       raise ValueError(f"y must have shape [{batch_size}], got {np.shape(y)}")
-    if num_outputs is not None and _checks.is_concrete(y) and batch_size:
+    if num_outputs is not None:
       # A label outside [0, K) would give NaN (>= K) or wrap around (< 0) in take_along_axis.
-      labels = np.asarray(y)
-      if labels.min() < 0 or labels.max() >= num_outputs:
-        raise ValueError(f"y must hold class labels in [0, {num_outputs}), got values in "
-                         f"[{labels.min()}, {labels.max()}]")
+      _checks.check_below("y", y, num_outputs, "class labels")
 
   return Likelihood("categorical", log_prob, check_targets)
 

@@ -113,11 +113,7 @@ def _check_subset(x, indices, count) -> None:
     raise ValueError(f"count must be a scalar, got shape {np.shape(count)}")
   if _checks.is_concrete(count) and not 1 <= int(np.asarray(count)) <= size:
     raise ValueError(f"count must be in [1, len(indices) = {size}], got {count!r}")
-  if size and _checks.is_concrete(indices):
-    positions = np.asarray(indices)
-    if positions.min() < 0 or positions.max() >= pool:
-      raise ValueError(f"indices must be positions in [0, len(x) = {pool}), got values in "
-                       f"[{positions.min()}, {positions.max()}]")
+  _checks.check_below("indices", indices, pool, "positions", upper_name="len(x)")
 
 
 def _optimizer(learning_rate: float, clip_norm: float,

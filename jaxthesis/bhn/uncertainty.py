@@ -44,12 +44,8 @@ def _check_labels(labels: ArrayLike, n: int, num_classes: int, name: str = "labe
     raise TypeError(f"{name} must hold integer labels, got dtype {jnp.result_type(labels)}")
   if np.shape(labels) != (n,):
     raise ValueError(f"{name} must have shape [{n}], got {np.shape(labels)}")
-  if n and _checks.is_concrete(labels):
-    # Out-of-range labels index past the classes (NaN) or wrap around (negative) silently.
-    values = np.asarray(labels)
-    if values.min() < 0 or values.max() >= num_classes:
-      raise ValueError(f"{name} must be class labels in [0, {num_classes}), got values in "
-                       f"[{values.min()}, {values.max()}]")
+  # Out-of-range labels index past the classes (NaN) or wrap around (negative) silently.
+  _checks.check_below(name, labels, num_classes, "class labels")
 
 
 def sample_probabilities(logits: ArrayLike, clip: bool = True) -> Array:

@@ -48,12 +48,7 @@ def _check_num_classes(num_classes) -> None:
 
 
 def _check_label_range(labels, num_classes: int) -> None:
-  """Labels (when concrete) must be classes 0..K-1."""
-  if _checks.is_concrete(labels):
-    arr = np.asarray(labels)
-    if arr.min() < 0 or arr.max() >= num_classes:
-      raise ValueError(f"labels must lie in [0, num_classes = {num_classes}), got values in "
-                       f"[{arr.min()}, {arr.max()}]")
+  _checks.check_below("labels", labels, num_classes, "class labels", upper_name="num_classes")
 
 
 def _check_labels(labels) -> None:

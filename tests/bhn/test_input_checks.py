@@ -61,7 +61,7 @@ def test_categorical_targets_must_be_classes_of_the_net(bad):
 @pytest.mark.parametrize("metric", [bhn.nll, bhn.brier, bhn.expected_calibration_error])
 def test_calibration_labels_must_be_classes(metric, bad):
   probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]], np.float32)
-  with pytest.raises(ValueError, match=r"labels must be class labels in \[0, 2\)"):
+  with pytest.raises(ValueError, match=r"labels must hold class labels in \[0, 2\)"):
     metric(probs, np.array([0, bad, 1]))
   value = jax.jit(metric)(probs, np.array([0, 1, 1]))
   np.testing.assert_allclose(value, metric(probs, np.array([0, 1, 1])), rtol=1e-6)
@@ -105,7 +105,7 @@ def test_subset_trainer_checks_count_and_indices():
     with pytest.raises(ValueError, match=r"count must be in \[1, len\(indices\) = 6\]"):
       train(params, KEY, x, y, indices, count)
   for bad in (10, -1):
-    with pytest.raises(ValueError, match=r"indices must be positions in \[0, len\(x\) = 10\)"):
+    with pytest.raises(ValueError, match=r"indices must hold positions in \[0, len\(x\) = 10\)"):
       train(params, KEY, x, y, indices.at[2].set(bad), 3)
   eager = train(params, KEY, x, y, indices, 6)
   jitted = jax.jit(train)(params, KEY, x, y, indices, 6)

@@ -89,9 +89,9 @@ def test_other_bad_inputs():
   with pytest.raises(ValueError, match="factor"):
     corruption.downscale(jnp.zeros((2, 28, 28)), 3)
   key = jax.random.PRNGKey(0)
-  with pytest.raises(ValueError, match=r"labels must lie in \[0, num_classes = 10\)"):
+  with pytest.raises(ValueError, match=r"labels must hold class labels in \[0, num_classes = 10\)"):
     corruption.random_labels(key, jnp.array([0, 3, 12]), 0.5, 10)
-  with pytest.raises(ValueError, match="labels must lie in"):
+  with pytest.raises(ValueError, match="labels must hold class labels in"):
     corruption.corrupt(key, jnp.zeros((2, 4)), jnp.array([-1, 2]), "labels", 0.5, 10)
   for kind in corruption.CORRUPTIONS:  # every kind checks the inputs, not only randX
     with pytest.raises(TypeError, match="inputs"):
