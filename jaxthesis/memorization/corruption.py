@@ -37,16 +37,6 @@ def _check_fraction(name: str, q) -> None:
       raise ValueError(f"{name} must lie in [0, 1], got {value}")
 
 
-def _is_positive_int(value) -> bool:
-  return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-          and value >= 1)
-
-
-def _check_num_classes(num_classes) -> None:
-  if not _is_positive_int(num_classes):
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-
-
 def _check_label_range(labels, num_classes: int) -> None:
   _checks.check_below("labels", labels, num_classes, "class labels", upper_name="num_classes")
 
@@ -76,7 +66,7 @@ def random_labels(key: PRNGKey, labels: ArrayLike, q: ArrayLike, num_classes: in
   """
   _check_labels(labels)
   _check_fraction("q", q)
-  _check_num_classes(num_classes)
+  _checks.check_positive_int("num_classes", num_classes)
   _check_label_range(labels, num_classes)
   labels = jnp.asarray(labels, jnp.int32)
   pick_key, label_key = jax.random.split(key)
@@ -136,7 +126,7 @@ def corrupt(key: PRNGKey, inputs: ArrayLike, labels: ArrayLike, kind: str, q: Ar
   _checks.check_floating("inputs", inputs)
   _checks.check_rank("inputs", inputs, (2, 3, 4))
   _check_labels(labels)
-  _check_num_classes(num_classes)
+  _checks.check_positive_int("num_classes", num_classes)
   _check_label_range(labels, num_classes)
   if np.shape(inputs)[:1] != np.shape(labels):
     raise ValueError(f"labels must have one entry per input ({np.shape(inputs)[0]}), got "
@@ -157,16 +147,14 @@ CORRUPTIONS = ("none", "inputs", "labels")
 
 def unique_class_labels(num_examples: int) -> Array:
   """Every example its own class (Fig. 3.3, right): labels `0, ..., N-1`."""
-  if not _is_positive_int(num_examples):
-    raise ValueError(f"num_examples must be a positive int, got {num_examples!r}")
+  _checks.check_positive_int("num_examples", num_examples)
   return jnp.arange(num_examples, dtype=jnp.int32)
 
 
 def downscale(images: ArrayLike, factor: int = 2) -> Array:
   """Average-pools `[N, H, W]` images by `factor` (28×28 MNIST → 14×14 for Figs. 3.3-3.4)."""
   _checks.check_rank("images", images, 3)
-  if not _is_positive_int(factor):
-    raise ValueError(f"factor must be a positive int, got {factor!r}")
+  _checks.check_positive_int("factor", factor)
   n, h, w = np.shape(images)
   if h % factor or w % factor:
     raise ValueError(f"images of size {h}×{w} are not divisible by factor {factor}")
