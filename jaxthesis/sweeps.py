@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxthesis import engine
+from jaxthesis import _checks, engine
 from jaxthesis.typing import Array, PyTree
 
 
@@ -43,7 +43,10 @@ def _check_task(task) -> None:
 
 def _check_restart_axis(hparams: PyTree, name: str, size: int) -> None:
   """Every hparams leaf has the leading restart axis of the `[R]` array `name`."""
-  sizes = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(hparams)}
+  sizes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree_util.tree_leaves(hparams)}
+  if None in sizes:
+    raise ValueError(f"hparams: every leaf needs the leading restart axis of {name} ({size}); "
+                     "found a scalar leaf")
   if sizes and sizes != {size}:
     raise ValueError(f"hparams restart axis {sorted(sizes)} differs from {name}'s {size}")
 
@@ -81,8 +84,7 @@ def indexed_hparams(hparams: PyTree, data_index, num_datasets: int) -> IndexedHP
   index = np.asarray(data_index)
   if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
     raise ValueError(f"data_index must be a 1-D integer array [R], got {index.dtype}{index.shape}")
-  if not isinstance(num_datasets, (int, np.integer)) or num_datasets < 1:
-    raise ValueError(f"num_datasets must be a positive int, got {num_datasets!r}")
+  _checks.check_positive_int("num_datasets", num_datasets)  # bools are not counts
   if index.size and (index.min() < 0 or index.max() >= num_datasets):
     raise ValueError(f"data_index must lie in [0, {num_datasets}), got range "
                      f"[{index.min()}, {index.max()}]")

@@ -70,7 +70,15 @@ def elbo(log_likelihood: ArrayLike, log_q: ArrayLike, log_p: ArrayLike = 0.0, *,
   shape = _check_terms(log_likelihood=log_likelihood, log_q=log_q, log_p=log_p)
   _checks.check_scalar("kl_weight", kl_weight)
   _checks.check_scalar("likelihood_weight", likelihood_weight)
+  _checks.check_nonnegative("kl_weight", kl_weight)  # a negative weight flips the term's sign
+  _checks.check_nonnegative("likelihood_weight", likelihood_weight)
   _check_axis(axis, len(shape))
+  averaged = range(len(shape)) if axis is None else (axis,) if isinstance(axis, int) else axis
+  if any(shape[a] == 0 for a in averaged):  # the mean of no samples is nan
+    shapes = ", ".join(f"{k} {np.shape(v)}" for k, v in
+                       (("log_likelihood", log_likelihood), ("log_q", log_q), ("log_p", log_p)))
+    raise ValueError(f"the ELBO's terms must hold at least one sample along axis={axis!r}, "
+                     f"got {shapes}")
   log_likelihood, log_q = jnp.asarray(log_likelihood), jnp.asarray(log_q)
   integrand = likelihood_weight * log_likelihood - kl_weight * (log_q - log_p)
   return jnp.broadcast_to(integrand, shape).mean(axis=axis)
@@ -133,6 +141,9 @@ def linear_anneal(step: ArrayLike, num_steps: int, start: float, fraction: float
   _check_steps("num_steps", num_steps)
   _check_unit("start", start)
   _check_unit("fraction", fraction)
+  if jnp.result_type(step) == jnp.bool_:
+    raise TypeError("step must be an integer or float step count, got a bool")
+  _checks.check_nonnegative("step", step)  # a negative step would give a weight below start
   anneal_steps = fraction * num_steps
   if anneal_steps < 1:
     return jnp.ones(np.shape(step), jnp.float32)

@@ -73,8 +73,10 @@ def load_power(data_dir: str) -> TabularSplits:
   rng.shuffle(data)
   n = data.shape[0]
   data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)
-  noise = np.hstack([0.001 * rng.rand(n, 1), 0.01 * rng.rand(n, 1), rng.rand(n, 3),
-                     np.zeros((n, 1))])
+  # MAF draws the voltage noise (column 1) before the global-active-power noise (column 0).
+  voltage_noise = 0.01 * rng.rand(n, 1)
+  gap_noise = 0.001 * rng.rand(n, 1)
+  noise = np.hstack([gap_noise, voltage_noise, rng.rand(n, 3), np.zeros((n, 1))])
   train, valid, test = _three_way(data + noise)
   return TabularSplits(*_standardize(train, valid, test, np.vstack([train, valid])),
                        "power", "UCI household power (MAF preprocessing)")

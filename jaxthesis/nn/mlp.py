@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxthesis import _checks
 from jaxthesis.typing import Array, PyTree
 
 
@@ -43,9 +44,19 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    _check_widths(self.hidden, self.out)
     for i, width in enumerate(self.hidden):
       x = nn.relu(_FlatDense(width, name=f"Dense_{i}")(x))
     return _FlatDense(self.out, name=f"Dense_{len(self.hidden)}")(x)
+
+
+def _check_widths(hidden, out) -> None:
+  """Layer widths are positive ints (bools are not widths), checked before any tracing."""
+  if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+    raise TypeError(f"hidden must be a sequence of positive ints, got {hidden!r}")
+  for i, width in enumerate(hidden):
+    _checks.check_positive_int(f"hidden[{i}]", width)
+  _checks.check_positive_int("out", out)
 
 
 def squared_norm(params: PyTree) -> Array:

@@ -30,9 +30,12 @@ def bucket_width(hidden, per_octave: int = 2) -> np.ndarray:
   if not np.issubdtype(h.dtype, np.integer) or np.any(h < 1):
     raise ValueError(f"hidden must hold positive ints, got {h}")
   _checks.check_positive_int("per_octave", per_octave)
-  j = np.ceil(per_octave * np.log2(h) - 1e-9)
-  width = np.ceil(2.0 ** (j / per_octave)).astype(np.int64)
-  width = np.where(width < h, np.ceil(2.0 ** ((j + 1) / per_octave)), width)
+  grid = lambda j: np.ceil(2.0 ** (j / per_octave))
+  # ceil(2^(j/p)) >= h exactly when 2^(j/p) > h - 1: the smallest such j, then one step
+  # either way against rounding in the logarithm.
+  j = np.where(h > 1, np.floor(per_octave * np.log2(np.maximum(h - 1, 1))) + 1, 0)
+  width = np.where(grid(j) < h, grid(j + 1), grid(j))
+  width = np.where((j >= 1) & (grid(j - 1) >= h), grid(j - 1), width)
   return width.astype(np.int32)
 
 
