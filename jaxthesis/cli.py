@@ -28,7 +28,7 @@ def _add_shared_options(parser: argparse.ArgumentParser, default_out: str) -> No
   parser.add_argument("--out", default=default_out,
                       help=f"output directory for results.json, arrays.npz and plots "
                            f"(default {default_out})")
-  parser.add_argument("--seed", type=_cli.nonnegative_int("--seed"), default=None,
+  parser.add_argument("--seed", type=_cli.seed("--seed"), default=None,
                       help="base PRNG seed (default 0)")
   parser.add_argument("--quick", action="store_true",
                       help="a seconds-long smoke run (fewer steps, restarts and data)")
@@ -86,7 +86,7 @@ def run_study(args: argparse.Namespace) -> int:
   if args.seed is not None:
     overrides["seed"] = args.seed
   config = module.get_config(args.quick, **overrides)
-  out = _results.prepare_out(args.out)
+  out = _results.prepare_out(args.out, f"{args.group}/{args.command}")
   checkpoints = os.path.join(out, "checkpoints")
   if args.fresh:
     shutil.rmtree(checkpoints, ignore_errors=True)

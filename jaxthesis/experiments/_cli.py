@@ -19,7 +19,8 @@ def _bounded(name: str, cast: Callable, kind: str, minimum: float,
     except ValueError:
       raise argparse.ArgumentTypeError(f"{name} must be {kind}, got {text!r}") from None
     if not math.isfinite(value) or not minimum <= value <= maximum:
-      bound = f">= {minimum:g}" + (f" and <= {maximum:g}" if maximum < math.inf else "")
+      show = (lambda v: f"{v:g}") if cast is float else (lambda v: f"{int(v)}")
+      bound = f">= {show(minimum)}" + (f" and <= {show(maximum)}" if maximum < math.inf else "")
       raise argparse.ArgumentTypeError(
           f"{name} must be a finite number {bound}, got {text}" if cast is float else
           f"{name} must be {bound}, got {value}")
@@ -33,6 +34,11 @@ def positive_int(name: str):
 
 def nonnegative_int(name: str):
   return _bounded(name, int, "an integer", 0)
+
+
+def seed(name: str):
+  """An integer in [0, 2**32 - 1], the range every study's PRNG keys take without overflow."""
+  return _bounded(name, int, "an integer", 0, 2**32 - 1)
 
 
 def nonnegative_float(name: str):

@@ -70,8 +70,9 @@ def names(config: Any, field: str, allowed: Sequence[str], *, allow_empty: bool 
 
 
 def numbers(config: Any, field: str, minimum: float = -math.inf, maximum: float = math.inf,
-            *, integers: bool = False) -> None:
-  """A non-empty tuple of finite numbers (integers) in [minimum, maximum]."""
+            *, integers: bool = False, distinct: bool = False) -> None:
+  """A non-empty tuple of finite numbers (integers) in [minimum, maximum]; `distinct`: no
+  value twice (for sweep values that key the results, where a repeat would overwrite)."""
   value = getattr(config, field)
   kind = int if integers else (int, float)
   if (not isinstance(value, (tuple, list)) or not value
@@ -79,6 +80,14 @@ def numbers(config: Any, field: str, minimum: float = -math.inf, maximum: float 
              or not minimum <= v <= maximum for v in value)):
     fail(field, f"a non-empty tuple of {'integers' if integers else 'numbers'} in "
                 f"[{minimum:g}, {maximum:g}]", value)
+  if distinct and len({f"{v:g}" for v in value}) != len(value):
+    fail(field, "a tuple of distinct numbers", value)
+
+
+def boolean(config: Any, field: str) -> None:
+  value = getattr(config, field)
+  if not isinstance(value, bool):
+    fail(field, "True or False", value)
 
 
 def directory(config: Any, field: str) -> None:

@@ -39,14 +39,27 @@ def to_jsonable(value: Any) -> Any:
   return value
 
 
-def prepare_out(out: str) -> str:
-  """Creates `out` and checks that it is writable, before any data is loaded."""
+def prepare_out(out: str, experiment: str | None = None) -> str:
+  """Creates `out` and checks that it is writable, before any data is loaded; with
+  `experiment`, also that `out` holds no results of another study (which this run's
+  results.json would overwrite and whose checkpoints it would mix with its own)."""
   try:
     os.makedirs(out, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
       pass
   except OSError as e:
     raise UsageError(f"--out {out!r} is not a writable directory ({e.strerror})", "out") from None
+  path = os.path.join(out, RESULTS_FILE)
+  if experiment is not None and os.path.exists(path):
+    try:
+      with open(path) as f:
+        previous = json.load(f).get("experiment")
+    except (OSError, ValueError, AttributeError):
+      previous = None
+    if previous != experiment:
+      raise UsageError(f"--out {out!r} holds the {RESULTS_FILE} of "
+                       f"{previous or 'something else'}, not of {experiment}; choose "
+                       "another --out", "out")
   return out
 
 

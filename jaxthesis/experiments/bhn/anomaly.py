@@ -57,8 +57,8 @@ class Config:
     _common.check_mnist_config(self, positive=(
         "hidden", "num_epochs", "batch_size", "num_eval_samples", "hypernet_hidden"))
     _config.names(self, "ood_sets", _ood.OOD_SETS, allow_empty=True)
-    if self.heldout_classes:
-      _config.numbers(self, "heldout_classes", 0, 9, integers=True)
+    if not isinstance(self.heldout_classes, (tuple, list)) or self.heldout_classes:
+      _config.numbers(self, "heldout_classes", 0, 9, integers=True, distinct=True)
     if not self.ood_sets and not self.heldout_classes:
       _config.fail("ood_sets", "non-empty when heldout_classes is empty", self.ood_sets)
 

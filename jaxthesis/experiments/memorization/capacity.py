@@ -57,7 +57,7 @@ class Config:
   def __post_init__(self):
     mc.check_data_fields(self)
     _config.numbers(self, "widths", 1, integers=True)
-    _config.numbers(self, "noise_levels", 0.0, 1.0)
+    _config.numbers(self, "noise_levels", 0.0, 1.0, distinct=True)
     _config.numbers(self, "data_sizes", 1, integers=True)
     for field in ("size_width", "num_train", "num_test", "batch_size", "epochs", "eval_every"):
       _config.integer(self, field, 1)

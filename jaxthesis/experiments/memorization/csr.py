@@ -61,7 +61,7 @@ class Config:
   def __post_init__(self):
     mc.check_data_fields(self)
     mc.check_model_fields(self)
-    _config.numbers(self, "noise_levels", 0.0, 1.0)
+    _config.numbers(self, "noise_levels", 0.0, 1.0, distinct=True)
     if 0.0 in self.noise_levels:
       _config.fail("noise_levels", "fractions in (0, 1] (the clean run is always included)",
                    self.noise_levels)

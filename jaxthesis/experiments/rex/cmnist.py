@@ -103,6 +103,7 @@ class Config:
     _config.integer(self, "restarts", 1)
     _config.integer(self, "seed", 0)
     _config.one_of(self, "irm_estimator", ("biased", "unbiased"))
+    _config.boolean(self, "reset_optimizer_at_anneal")
     _config.number(self, "post_anneal_lr_scale", 0.0, strict=True)
     _config.integer(self, "eval_every", 1)
     _config.integer(self, "chunk_size", 1)

@@ -43,7 +43,7 @@ class Config:
   seed: int = 0
 
   def __post_init__(self):
-    _config.numbers(self, "betas", 0.0)
+    _config.numbers(self, "betas", 0.0, distinct=True)
     _config.integer(self, "grid", 2)
     _config.integer(self, "restarts", 1)
     _config.number(self, "step_fraction", 0.0, 1.0, strict=True)

@@ -7,6 +7,7 @@ Tasks, repetitions and loss weightings are vmap axes of one program
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Optional
 
 import numpy as np
@@ -103,11 +104,18 @@ def run(config: Config, *, progress: bool = True,
   from jaxthesis.rex import sem
 
   clock = _results.Stopwatch()
+  if progress:  # the suite is one compiled program: say what runs, since no steps are reported
+    print(f"SEM suite: {len(config.tasks)} tasks x {config.num_reps} repetitions x "
+          f"{len(config.risk_weights)} candidate rho, {config.num_steps:,} Adam steps, as one "
+          f"compiled program (no progress until it ends); devices: {_results.devices()}",
+          file=sys.stderr, flush=True)
   result = sem.run_suite(
       jax.random.key(config.seed), config.tasks, config.risk_weights, num_reps=config.num_reps,
       num_samples=config.num_samples, domain_scales=config.domain_scales,
       chain_weights=config.chain_weights, learning_rate=config.learning_rate,
       num_steps=config.num_steps)
+  if progress:
+    print(f"SEM suite: done in {clock():.0f} s", file=sys.stderr, flush=True)
   result = {k: np.asarray(v) for k, v in result._asdict().items()}
   metrics = {}
   for j, method in enumerate(sem.METHODS):
