@@ -29,8 +29,7 @@ class TrainState(NamedTuple):
 
 
 def _check_positive(name: str, value) -> int:
-  if not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}")
+  _checks.check_positive_int(name, value)  # bools are not counts
   return int(value)
 
 

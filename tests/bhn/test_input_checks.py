@@ -93,6 +93,18 @@ def test_make_task_init_checks_num_train_against_the_data():
   task.init(KEY, None, {"x": jnp.zeros((40, 2)), "y": jnp.zeros(40, jnp.int32)})
 
 
+@pytest.mark.parametrize("name", ["num_train", "batch_size", "num_epochs", "init_size"])
+def test_make_task_refuses_bools_as_counts(name):
+  net = bhn.weightnorm_mlp(2, (4,), 2)
+  kw = dict(num_train=40, batch_size=5, num_epochs=1, init_size=5)
+  good = kw[name]
+  kw[name] = True
+  with pytest.raises(ValueError, match=rf"{name} must be a positive int, got True"):
+    bhn.make_task(bhn.mle(net, bhn.categorical_likelihood()), **kw)
+  kw[name] = np.int64(good)  # numpy integers still count
+  bhn.make_task(bhn.mle(net, bhn.categorical_likelihood()), **kw)
+
+
 def test_subset_trainer_checks_count_and_indices():
   net = bhn.weightnorm_mlp(2, (4,), 2)
   method = bhn.mle(net, bhn.categorical_likelihood())
