@@ -55,6 +55,8 @@ def test_heap_setting_stops_the_per_call_page_faults():
   assert out.returncode == 0, out.stderr[-2000:]
   faults = json.loads(out.stdout.split("FAULTS ")[-1])
   assert faults["mode_at_import"] == "heap"  # importing jaxthesis applied it
+  print(f"page faults over 12 calls: glibc default {faults['default']:,}, heap "
+        f"{faults['heap']:,} ({faults['default'] / max(faults['heap'], 1):.1f}x fewer)")
   # 12 calls map and fault in ~41 MB each under glibc's default (up to ~10,000 pages of
   # 4 KiB per call; fewer where the kernel backs the block with huge pages); from the heap
   # they reuse the pages of the previous call.
