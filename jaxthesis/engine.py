@@ -158,9 +158,8 @@ def training_mesh(num_restarts: int, data_shards: int = 1, devices=None) -> Mesh
   `data_shards=4` give a 2 × 4 mesh; 1 restart and `data_shards=8` a 1 × 8 one).
   """
   devices = list(jax.devices() if devices is None else devices)
-  for name, value in (("num_restarts", num_restarts), ("data_shards", data_shards)):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-      raise ValueError(f"{name} must be a positive int, got {value!r}")
+  _checks.check_positive_int("num_restarts", num_restarts)
+  _checks.check_positive_int("data_shards", data_shards)
   if data_shards > len(devices):
     raise ValueError(f"data_shards={data_shards} needs that many devices; "
                      f"{len(devices)} available")
@@ -308,9 +307,7 @@ class Runner:
       _checks.check_positive_int("chunk_size", chunk_size)
     if restart_axis not in RESTART_AXES:
       raise ValueError(f"restart_axis must be one of {RESTART_AXES}, got {restart_axis!r}")
-    if (not isinstance(data_shards, (int, np.integer)) or isinstance(data_shards, bool)
-        or data_shards < 1):
-      raise ValueError(f"data_shards must be a positive int, got {data_shards!r}")
+    _checks.check_positive_int("data_shards", data_shards)
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
       raise ValueError("devices must name at least one device, got none")
